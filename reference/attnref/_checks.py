@@ -1,0 +1,157 @@
+"""Argument checks shared by the NumPy reference and the PyTorch twin.
+
+The checks work on shapes, dtype descriptions and Python scalars only, so
+both backends raise the same exception with the same message for the same
+bad call. Each backend describes its arrays with :class:`ArrayInfo`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Literal
+
+from attnspec.errors import ArgumentError, DTypeError, ShapeError
+
+DTypeKind = Literal["real", "complex", "bool", "other"]
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """What the checks need to know about one array argument."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: DTypeKind
+    dtype: str
+
+
+def floating(func: str, info: ArrayInfo, /, *, complex_ok: bool) -> None:
+    """Reject arrays that are not floating (``input.float-dtype``)."""
+    if info.kind == "real" or (info.kind == "complex" and complex_ok):
+        return
+    expected = "a real or complex floating dtype" if complex_ok else "a real floating dtype"
+    raise DTypeError(f"{info.name} must have {expected} for {func}; got {info.dtype}")
+
+
+def rank_at_least(func: str, info: ArrayInfo, /, rank: int, layout: str) -> None:
+    """Reject arrays of lower rank than ``rank`` (``input.rank``)."""
+    if len(info.shape) < rank:
+        raise ShapeError(
+            f"{info.name} must have at least {rank} dimensions {layout} for {func}; "
+            f"got shape {info.shape}"
+        )
+
+
+def rank_exactly(func: str, info: ArrayInfo, /, rank: int, layout: str) -> None:
+    """Reject weight matrices and vectors of the wrong rank (``input.rank``)."""
+    if len(info.shape) != rank:
+        raise ShapeError(
+            f"{info.name} must have exactly {rank} dimension{'s' if rank > 1 else ''} "
+            f"{layout} for {func}; got shape {info.shape}"
+        )
+
+
+def nonempty(func: str, name: str, size: int, /) -> None:
+    """Reject an empty key or feature axis (``input.nonempty``)."""
+    if size < 1:
+        raise ShapeError(f"{name} must be at least 1 for {func}; got 0")
+
+
+def same_size(func: str, name: str, size: int, other: str, other_size: int, /) -> None:
+    """Reject two sizes that the spec names alike but differ (``input.sizes-agree``)."""
+    if size != other_size:
+        raise ShapeError(f"{name} must equal {other} for {func}; got {size} and {other_size}")
+
+
+def broadcast_shapes(func: str, /, *shapes: tuple[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """Broadcast named batch shapes with NumPy's rules (``input.batch-broadcast``)."""
+    result: list[int] = []
+    for name, shape in shapes:
+        for offset, size in enumerate(reversed(shape)):
+            if offset == len(result):
+                result.insert(0, size)
+                continue
+            here = result[-1 - offset]
+            if here == 1:
+                result[-1 - offset] = size
+            elif size not in (1, here):
+                named = ", ".join(f"{n} {s}" for n, s in shapes)
+                raise ShapeError(
+                    f"batch dimensions must broadcast for {func}; got {named} "
+                    f"(first clash in {name})"
+                )
+    return tuple(result)
+
+
+def scale_value(func: str, scale: object, /) -> float | None:
+    """A finite real scale, or ``None`` (``input.scale-finite``)."""
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise DTypeError(
+            f"scale must be a real number or None for {func}; got {type(scale).__name__}"
+        )
+    value = float(scale)
+    if not math.isfinite(value):
+        raise ArgumentError(f"scale must be finite for {func}; got {value}")
+    return value
+
+
+def default_scale(d: int, /) -> float:
+    r"""The default scale :math:`1/\sqrt{d}` in float64 (``score.default-scale``)."""
+    return 1.0 / math.sqrt(d)
+
+
+def integer(func: str, name: str, value: object, /, *, minimum: int) -> int:
+    """An ``int`` at least ``minimum`` (``local.half-width``, ``source_length``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DTypeError(f"{name} must be an int for {func}; got {type(value).__name__}")
+    if int(value) < minimum:
+        raise ArgumentError(f"{name} must be at least {minimum} for {func}; got {value}")
+    return int(value)
+
+
+def flag(func: str, name: str, value: object, /) -> bool:
+    """A ``bool`` option; a truthy array or string is a caller's bug, not a flag."""
+    if not isinstance(value, bool):
+        raise DTypeError(f"{name} must be a bool for {func}; got {type(value).__name__}")
+    return value
+
+
+def choice(func: str, name: str, value: object, options: tuple[str, ...], /) -> str:
+    """One of the named options (``sdpa.causal-alignment-known``, score kinds)."""
+    if not isinstance(value, str) or value not in options:
+        listed = ", ".join(repr(o) for o in options)
+        raise ArgumentError(f"{name} must be one of {listed} for {func}; got {value!r}")
+    return value
+
+
+MaskKind = Literal["bool", "additive"]
+
+
+def mask_kind(func: str, info: ArrayInfo, /, *, additive_ok: bool = True) -> MaskKind:
+    """Whether a mask is boolean or additive (``distribution.mask-shape``)."""
+    if info.kind == "bool":
+        return "bool"
+    if info.kind == "real" and additive_ok:
+        return "additive"
+    expected = (
+        "boolean (True = may attend) or real floating (additive)" if additive_ok else "boolean"
+    )
+    raise DTypeError(f"{info.name} must be {expected} for {func}; got {info.dtype}")
+
+
+def mask_broadcasts(func: str, info: ArrayInfo, target: tuple[int, ...], /) -> tuple[int, ...]:
+    """The shape of the mask broadcast with ``target`` (``distribution.mask-shape``).
+
+    A mask may add leading batch dimensions; the result then has them too.
+    """
+    try:
+        return broadcast_shapes(func, ("scores", target), (info.name, info.shape))
+    except ShapeError:
+        raise ShapeError(
+            f"{info.name} must broadcast to the scores' shape {target} for {func}; "
+            f"got shape {info.shape}"
+        ) from None

@@ -1,0 +1,218 @@
+"""The composites in NumPy: seq2seq attention and scaled dot-product attention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from attnspec.errors import ArgumentError, ShapeError
+from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
+
+from attnref import _checks, _inputs
+from attnref.distribution import attention_distribution
+from attnref.scores import (
+    score_additive,
+    score_concat,
+    score_dot,
+    score_general,
+    score_location,
+    score_scaled_dot,
+)
+from attnref.value import attention_value
+
+__all__ = ["attention", "scaled_dot_product_attention"]
+
+SCORE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "dot": (),
+    "scaled_dot": ("scale",),
+    "general": ("W_a",),
+    "concat": ("W_a", "v_a"),
+    "additive": ("W_q", "W_k", "v_a"),
+    "location": ("W_a",),
+}
+"""The parameters each score kind takes (``attention.score-parameters``)."""
+
+_OPTIONAL = frozenset({"scale"})
+
+ScoreFn = Callable[[Array, Array], Array]
+
+
+def _attend(
+    func: str,
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Mask | None,
+    score: ScoreFn,
+    /,
+    *,
+    keys_read: bool,
+) -> tuple[Array, Array]:
+    """Scores, distribution and attention value, reading only what the mask allows.
+
+    ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree.
+    """
+    batch = _checks.broadcast_shapes(
+        func, ("query", q.shape[:-2]), ("keys", k.shape[:-2]), ("values", v.shape[:-2])
+    )
+    target = (*batch, q.shape[-2], k.shape[-2])
+    if mask is None:
+        allowed: BoolArray = np.ones(target, dtype=bool)
+    else:
+        allowed, _, shape = _inputs.mask(func, mask, target)
+        allowed = np.broadcast_to(allowed, shape)  # [..., Tq, Tk]
+    # Note: query rows with no allowed key and keys no query may attend to are
+    # not read (input.unread-positions); they are replaced by 0 so that NaN or
+    # inf there can reach neither the scores nor, through 0 * NaN, the output.
+    q_read = np.any(allowed, axis=-1, keepdims=True)  # [..., Tq, 1]
+    k_read = np.swapaxes(np.any(allowed, axis=-2, keepdims=True), -1, -2)  # [..., Tk, 1]
+    q_full = np.broadcast_to(q, (*allowed.shape[:-2], *q.shape[-2:]))  # [..., Tq, d_q]
+    k_full = np.broadcast_to(k, (*allowed.shape[:-2], *k.shape[-2:]))  # [..., Tk, d_k]
+    _inputs.finite(func, "query", q_full, where=q_read)
+    if keys_read:
+        _inputs.finite(func, "keys", k_full, where=k_read)
+    scores = score(np.where(q_read, q_full, 0), np.where(k_read, k_full, 0))  # [..., Tq, Tk]
+    weights = attention_distribution(scores, mask=mask)  # [..., Tq, Tk]
+    context = attention_value(weights, v)  # [..., Tq, d_v]
+    return context, weights
+
+
+def _score_fn(kind: str, params: dict[str, Array | Scale | None], /) -> ScoreFn:
+    """The score function of ``kind`` with its parameters bound."""
+    if kind == "dot":
+        return score_dot
+    if kind == "scaled_dot":
+        scale = params["scale"]
+        assert not isinstance(scale, np.ndarray)
+        return lambda q, k: score_scaled_dot(q, k, scale=scale)
+    if kind == "location":
+        w_loc = params["W_a"]
+        assert isinstance(w_loc, np.ndarray)
+        return lambda q, k: score_location(q, w_loc)
+    weights = [p for p in params.values() if isinstance(p, np.ndarray)]
+    if kind == "general":
+        return lambda q, k: score_general(q, k, *weights)
+    if kind == "concat":
+        return lambda q, k: score_concat(q, k, *weights)
+    return lambda q, k: score_additive(q, k, *weights)
+
+
+def attention(
+    query: Array,
+    keys: Array,
+    values: Array,
+    /,
+    *,
+    score: ScoreKind = "dot",
+    mask: Mask | None = None,
+    scale: Scale | None = None,
+    W_a: Array | None = None,
+    W_q: Array | None = None,
+    W_k: Array | None = None,
+    v_a: Array | None = None,
+) -> tuple[Array, Array]:
+    """Attention with a choice of score; see :func:`attnspec.attention`."""
+    func = "attention"
+    kind = _checks.choice(func, "score", score, tuple(SCORE_PARAMETERS))
+    given: dict[str, Array | Scale | None] = {
+        "scale": scale,
+        "W_a": W_a,
+        "W_q": W_q,
+        "W_k": W_k,
+        "v_a": v_a,
+    }
+    takes = SCORE_PARAMETERS[kind]
+    for name, value in given.items():
+        if value is not None and name not in takes:
+            listed = ", ".join(takes) or "no parameters"
+            raise ArgumentError(
+                f"{name} does not belong to score={kind!r} for {func}; it takes {listed}"
+            )
+        if value is None and name in takes and name not in _OPTIONAL:
+            raise ArgumentError(f"score={kind!r} needs {name} for {func}; got None")
+    bound = {name: np.asarray(given[name]) if name != "scale" else given[name] for name in takes}
+    q = _inputs.sequence(func, "query", query, "[..., Tq, d_q]")
+    k = _inputs.sequence(func, "keys", keys, "[..., Tk, d_k]")
+    v = _inputs.sequence(func, "values", values, "[..., Tk, d_v]")
+    _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
+    _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
+    return _attend(func, q, k, v, mask, _score_fn(kind, bound), keys_read=kind != "location")
+
+
+def causal_mask(t_q: int, t_k: int, /, *, alignment: CausalAlignment) -> BoolArray:
+    """``[Tq, Tk]`` boolean causal mask, ``True`` = may attend (``sdpa.causal-*``)."""
+    i = np.arange(t_q)[:, None]  # [Tq, 1]
+    j = np.arange(t_k)[None, :]  # [1, Tk]
+    offset = 0 if alignment == "top_left" else t_k - t_q
+    return j <= i + offset  # [Tq, Tk]
+
+
+def _combine(mask: Mask | None, causal: BoolArray, /) -> Mask:
+    """``mask`` restricted to the causally allowed positions (``sdpa.causal-with-mask``)."""
+    if mask is None:
+        return causal
+    m = np.asarray(mask)
+    if m.dtype == np.bool_:
+        both: BoolArray = np.logical_and(m, causal)
+        return both
+    additive: npt.NDArray[np.floating[Any]] = np.where(causal, m, -np.inf).astype(m.dtype)
+    return additive
+
+
+def scaled_dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    /,
+    *,
+    mask: Mask | None = None,
+    is_causal: bool = False,
+    causal_alignment: CausalAlignment = "top_left",
+    scale: Scale | None = None,
+    enable_gqa: bool = False,
+) -> tuple[Array, Array]:
+    """Scaled dot-product attention; see :func:`attnspec.scaled_dot_product_attention`."""
+    func = "scaled_dot_product_attention"
+    causal = _checks.flag(func, "is_causal", is_causal)
+    grouped = _checks.flag(func, "enable_gqa", enable_gqa)
+    alignment = _checks.choice(
+        func, "causal_alignment", causal_alignment, ("top_left", "bottom_right")
+    )
+    lam = _checks.scale_value(func, scale)
+    q = _inputs.sequence(func, "query", query, "[..., Tq, d]")
+    k = _inputs.sequence(func, "key", key, "[..., Tk, d]")
+    v = _inputs.sequence(func, "value", value, "[..., Tk, d_v]")
+    _checks.same_size(func, "key.shape[-1]", k.shape[-1], "query.shape[-1]", q.shape[-1])
+    _checks.nonempty(func, "key.shape[-2]", k.shape[-2])
+    _checks.same_size(func, "value.shape[-2]", v.shape[-2], "key.shape[-2]", k.shape[-2])
+    if grouped:
+        layout = "[..., H, T, d] with enable_gqa=True"
+        for name, array in (("query", q), ("key", k), ("value", v)):
+            _checks.rank_at_least(func, _inputs.describe(name, array), 3, layout)
+        _checks.same_size(func, "value.shape[-3]", v.shape[-3], "key.shape[-3]", k.shape[-3])
+        h_q, h_k = q.shape[-3], k.shape[-3]
+        if h_k == 0 or h_q % h_k != 0:
+            raise ShapeError(
+                f"query.shape[-3] must be a multiple of key.shape[-3] for {func} with "
+                f"enable_gqa=True; got {h_q} and {h_k}"
+            )
+        # Note: query head h reads key/value head h // g (sdpa.grouped-query-heads):
+        # np.repeat repeats each head g times in place, like torch.repeat_interleave.
+        k = np.repeat(k, h_q // h_k, axis=-3)  # [..., Hq, Tk, d]
+        v = np.repeat(v, h_q // h_k, axis=-3)  # [..., Hq, Tk, d_v]
+    if causal:
+        batch = _checks.broadcast_shapes(
+            func, ("query", q.shape[:-2]), ("key", k.shape[:-2]), ("value", v.shape[:-2])
+        )
+        if mask is not None:  # checked before it is combined, so errors name the caller's mask
+            _inputs.mask(func, mask, (*batch, q.shape[-2], k.shape[-2]))
+        bottom_right = alignment == "bottom_right"
+        allowed = causal_mask(
+            q.shape[-2], k.shape[-2], alignment="bottom_right" if bottom_right else "top_left"
+        )
+        mask = _combine(mask, allowed)
+    return _attend(
+        func, q, k, v, mask, lambda qq, kk: score_scaled_dot(qq, kk, scale=lam), keys_read=True
+    )

@@ -1,0 +1,149 @@
+"""Step 2 in NumPy: the attention distribution, global and local."""
+
+from __future__ import annotations
+
+import numpy as np
+from attnspec.typing import Array, BoolArray, Mask
+
+from attnref import _checks, _inputs
+
+__all__ = [
+    "attention_distribution",
+    "local_m_distribution",
+    "local_p_distribution",
+    "local_p_position",
+]
+
+
+def masked_softmax(logits: Array, allowed: BoolArray, /) -> Array:
+    """Softmax over the last axis restricted to ``allowed``; rows with nothing allowed are 0.
+
+    ``logits`` must be finite wherever ``allowed`` is True; elsewhere it is not read.
+    """
+    # Note: shift by the largest allowed *real part*: the same shift for every
+    # entry of a row leaves the softmax unchanged (distribution.shift-invariant),
+    # keeps exp() <= 1 so finite logits never overflow (distribution.stable),
+    # and, taken from the real part, keeps the function complex-analytic for
+    # complex-step differentiation (input.complex-extension).
+    row_allowed = allowed.any(axis=-1, keepdims=True)  # [..., Tq, 1]
+    real = np.where(allowed, logits.real, -np.inf)  # [..., Tq, Tk]
+    shift = np.where(row_allowed, real.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)
+    shift = shift.astype(logits.real.dtype)  # [..., Tq, 1]
+    # Note: logits - shift may overflow to -inf for scores of opposite extreme
+    # sign (-1e308 - 1e308); exp(-inf) = 0 is then the correctly rounded weight.
+    with np.errstate(over="ignore"):
+        shifted = np.where(allowed, logits - shift, 0)  # [..., Tq, Tk]
+    exps = np.where(allowed, np.exp(shifted), 0)  # [..., Tq, Tk]
+    total = exps.sum(axis=-1, keepdims=True)  # [..., Tq, 1]
+    # Note: a fully masked row has total 0; it gets zero weights
+    # (distribution.fully-masked-row), decided by the mask, not by the value
+    # of total, so no value branch enters the complex-step path.
+    safe_total = np.where(row_allowed, total, 1)  # [..., Tq, 1]
+    return np.where(row_allowed, exps / safe_total, 0).astype(logits.dtype)  # [..., Tq, Tk]
+
+
+def _scores(func: str, scores: object, /) -> Array:
+    """Checked ``scores [..., Tq, Tk]`` (rank >= 2, Tk >= 1)."""
+    s = _inputs.floating(func, "scores", scores)
+    _checks.rank_at_least(func, _inputs.describe("scores", s), 2, "[..., Tq, Tk]")
+    _checks.nonempty(func, "scores.shape[-1]", s.shape[-1])
+    return s
+
+
+def _allowed_logits(
+    func: str, s: Array, allowed: BoolArray, additive: Array | None, /
+) -> tuple[Array, BoolArray]:
+    """Add the additive mask, drop ``-inf`` logits from ``allowed``, check the rest is finite."""
+    # Note: the additive mask is cast to the scores' dtype (masks do not take
+    # part in promotion, input.result-dtype); a huge finite bias such as -1e30
+    # becomes -inf in float16 and so disallows, as it would in float16 arithmetic.
+    logits = s if additive is None else s + additive.astype(s.real.dtype)  # [..., Tq, Tk]
+    logits = np.broadcast_to(logits, np.broadcast_shapes(logits.shape, allowed.shape))
+    allowed = allowed & (logits.real != -np.inf)  # [..., Tq, Tk]
+    _inputs.finite(func, "scores", logits, where=allowed, what="finite or -inf")
+    return logits, allowed
+
+
+def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Array:
+    """Masked softmax of the scores; see :func:`attnspec.attention_distribution`."""
+    func = "attention_distribution"
+    s = _scores(func, scores)
+    if mask is None:
+        allowed: BoolArray = np.ones(s.shape, dtype=bool)
+        additive = None
+    else:
+        allowed, additive, shape = _inputs.mask(func, mask, s.shape)
+        allowed = np.broadcast_to(allowed, shape)
+    logits, allowed = _allowed_logits(func, s, allowed, additive)
+    return masked_softmax(logits, allowed)
+
+
+def _local_mask(func: str, s: Array, mask: BoolArray | None, /) -> BoolArray:
+    """The boolean mask of a local distribution, broadcast with the scores."""
+    if mask is None:
+        return np.ones(s.shape, dtype=bool)
+    allowed, _, shape = _inputs.mask(func, mask, s.shape, additive_ok=False)
+    return np.broadcast_to(allowed, shape)
+
+
+def local_m_distribution(
+    scores: Array, /, *, half_width: int, mask: BoolArray | None = None
+) -> Array:
+    """Local-m distribution; see :func:`attnspec.local_m_distribution`."""
+    func = "local_m_distribution"
+    d = _checks.integer(func, "half_width", half_width, minimum=0)
+    s = _scores(func, scores)
+    allowed = _local_mask(func, s, mask)
+    t_q, t_k = s.shape[-2], s.shape[-1]
+    i = np.arange(t_q)[:, None]  # [Tq, 1]
+    j = np.arange(t_k)[None, :]  # [1, Tk]
+    window = np.abs(j - i) <= d  # [Tq, Tk]
+    logits, allowed = _allowed_logits(func, s, allowed & window, None)
+    return masked_softmax(logits, allowed)
+
+
+def local_p_position(query: Array, W_p: Array, v_p: Array, /, *, source_length: int) -> Array:
+    """Local-p aligned positions; see :func:`attnspec.local_p_position`."""
+    func = "local_p_position"
+    n = _checks.integer(func, "source_length", source_length, minimum=1)
+    q = _inputs.sequence(func, "query", query, "[..., Tq, d_q]")
+    w = _inputs.matrix(func, "W_p", W_p, "[d_p, d_q]")
+    v = _inputs.vector(func, "v_p", v_p, "[d_p]")
+    _checks.same_size(func, "W_p.shape[1]", w.shape[1], "query.shape[-1]", q.shape[-1])
+    _checks.same_size(func, "v_p.shape[0]", v.shape[0], "W_p.shape[0]", w.shape[0])
+    for name, array in (("query", q), ("W_p", w), ("v_p", v)):
+        _inputs.finite(func, name, array)
+    hidden = np.tanh(q @ w.T)  # [..., Tq, d_p]
+    logit = hidden @ v  # [..., Tq]
+    # Note: 1 / (1 + exp(-x)) is complex-analytic and saturates to 0 or 1
+    # without NaN for large |x| (exp overflows to inf, and 1/inf = 0).
+    with np.errstate(over="ignore"):
+        sigmoid: Array = 1 / (1 + np.exp(-logit))  # [..., Tq]
+    return (n - 1) * sigmoid  # [..., Tq]
+
+
+def local_p_distribution(
+    scores: Array, positions: Array, /, *, half_width: int, mask: BoolArray | None = None
+) -> Array:
+    """Local-p distribution; see :func:`attnspec.local_p_distribution`."""
+    func = "local_p_distribution"
+    d = _checks.integer(func, "half_width", half_width, minimum=1)
+    s = _scores(func, scores)
+    p = _inputs.floating(func, "positions", positions)
+    _checks.rank_at_least(func, _inputs.describe("positions", p), 1, "[..., Tq]")
+    _checks.same_size(func, "positions.shape[-1]", p.shape[-1], "scores.shape[-2]", s.shape[-2])
+    _checks.broadcast_shapes(func, ("scores", s.shape[:-2]), ("positions", p.shape[:-1]))
+    _inputs.finite(func, "positions", p)
+    allowed = _local_mask(func, s, mask)
+    j = np.arange(s.shape[-1], dtype=p.real.dtype)  # [Tk]
+    offset = j - p[..., None]  # [..., Tq, Tk]
+    # Note: the window is decided on the real part, so complex-step
+    # perturbations of the positions never move a key in or out of it.
+    window = np.abs(offset.real) <= d  # [..., Tq, Tk]
+    logits, allowed = _allowed_logits(func, s, allowed & window, None)
+    weights = masked_softmax(logits, allowed)  # [..., Tq, Tk]
+    sigma = d / 2
+    gaussian = np.exp(-(offset**2) / (2 * sigma**2))  # [..., Tq, Tk]
+    # Note: the Gaussian multiplies after normalising and the rows are not
+    # renormalised (local.p-gaussian); outside the window weights is exactly 0.
+    return np.where(allowed, weights * gaussian, 0).astype(weights.dtype)  # [..., Tq, Tk]

@@ -1,0 +1,44 @@
+"""Steps 3 and 4 in NumPy: the attention value and the concatenation with the query."""
+
+from __future__ import annotations
+
+import numpy as np
+from attnspec.typing import Array
+
+from attnref import _checks, _inputs
+
+__all__ = ["attention_value", "concatenate_context"]
+
+
+def attention_value(weights: Array, values: Array, /) -> Array:
+    """Weighted sum of the values; see :func:`attnspec.attention_value`."""
+    func = "attention_value"
+    w = _inputs.floating(func, "weights", weights)
+    _checks.rank_at_least(func, _inputs.describe("weights", w), 2, "[..., Tq, Tk]")
+    v = _inputs.sequence(func, "values", values, "[..., Tk, d_v]")
+    _checks.same_size(func, "values.shape[-2]", v.shape[-2], "weights.shape[-1]", w.shape[-1])
+    _checks.nonempty(func, "weights.shape[-1]", w.shape[-1])
+    batch = _checks.broadcast_shapes(func, ("weights", w.shape[:-2]), ("values", v.shape[:-2]))
+    _inputs.finite(func, "weights", w)
+    # Note: a value row with zero weight in every query row is not read
+    # (value.zero-weight-unread): it is replaced by 0 before the product, so
+    # NaN or inf there cannot turn 0 * NaN into NaN.
+    read = np.broadcast_to((w != 0).any(axis=-2), (*batch, w.shape[-1]))  # [..., Tk]
+    v_full = np.broadcast_to(v, (*batch, *v.shape[-2:]))  # [..., Tk, d_v]
+    _inputs.finite(func, "values", v_full, where=read[..., None])
+    v_read = np.where(read[..., None], v_full, 0)  # [..., Tk, d_v]
+    return w @ v_read  # [..., Tq, d_v]
+
+
+def concatenate_context(context: Array, query: Array, /) -> Array:
+    """``[a_i; s_i]``, context first; see :func:`attnspec.concatenate_context`."""
+    func = "concatenate_context"
+    a = _inputs.sequence(func, "context", context, "[..., Tq, d_v]")
+    s = _inputs.sequence(func, "query", query, "[..., Tq, d_q]")
+    _checks.same_size(func, "query.shape[-2]", s.shape[-2], "context.shape[-2]", a.shape[-2])
+    batch = _checks.broadcast_shapes(func, ("context", a.shape[:-2]), ("query", s.shape[:-2]))
+    _inputs.finite(func, "context", a)
+    _inputs.finite(func, "query", s)
+    a_full = np.broadcast_to(a, (*batch, *a.shape[-2:]))  # [..., Tq, d_v]
+    s_full = np.broadcast_to(s, (*batch, *s.shape[-2:]))  # [..., Tq, d_q]
+    return np.concatenate([a_full, s_full], axis=-1)  # [..., Tq, d_v + d_q]

@@ -1,0 +1,102 @@
+"""Rules that hold for every function of the spec.
+
+Each function's own page states its formula; the clauses here govern how
+every function treats its arguments: which dtypes and shapes it accepts, how
+batch dimensions broadcast, what it does with NaN and infinity, which
+positions it may read, and that it never modifies its inputs.
+
+Positions that are *read*
+    A position of an input is read when some output element depends on it
+    under the formula and the mask. Keys and values that no query row may
+    attend to, query rows with no allowed key, scores at disallowed
+    positions and value rows whose weight is zero in every query row are
+    *not read*.
+"""
+
+from __future__ import annotations
+
+from attnspec.clauses import Clause, declare
+
+__all__: list[str] = []
+
+declare(
+    Clause(
+        "input.float-dtype",
+        "Array arguments other than masks have a real floating dtype (float16, float32 or "
+        "float64; an implementation may add others such as bfloat16). A boolean, integer or "
+        "object array raises :class:`~attnspec.errors.DTypeError`.",
+    ),
+    Clause(
+        "input.complex-extension",
+        "An implementation may also accept complex floating arrays. Where it does, every "
+        "function is the analytic continuation of its real formula (no absolute values, "
+        "conjugates or branches on values; the softmax is shifted by the maximum of the "
+        "real part), so that complex-step differentiation "
+        ":math:`f'(x) = \\operatorname{Im} f(x + ih) / h` is exact to rounding. The NumPy "
+        "reference does; masks and scales stay real.",
+    ),
+    Clause(
+        "input.result-dtype",
+        "The result has the dtype that NumPy promotion (NEP 50, Python scalars weak) gives "
+        "the floating array arguments, masks excluded: float32 inputs give a float32 result, "
+        "and a float64 call is computed in float64, never in a lower precision.",
+    ),
+    Clause(
+        "input.rank",
+        "Sequence arrays have at least two dimensions ``[..., T, d]``; weight matrices are "
+        "exactly two-dimensional and weight vectors exactly one-dimensional, acting on "
+        "column vectors as in the papers (:math:`W x`). Any other rank raises "
+        ":class:`~attnspec.errors.ShapeError`.",
+        "raises",
+    ),
+    Clause(
+        "input.batch-broadcast",
+        "Leading batch dimensions ``...`` of the sequence arrays and of the mask broadcast "
+        "with NumPy's rules; shapes that do not broadcast raise "
+        ":class:`~attnspec.errors.ShapeError`.",
+    ),
+    Clause(
+        "input.sizes-agree",
+        "Every size that two arguments share by name in a function's Parameters must be "
+        "equal (for example ``d_k`` of ``keys`` and of ``W_a``); a mismatch raises "
+        ":class:`~attnspec.errors.ShapeError` naming both arguments and both sizes.",
+        "raises",
+    ),
+    Clause(
+        "input.nonempty",
+        "The key axis ``Tk`` and every feature axis have at least one element; an empty one "
+        "raises :class:`~attnspec.errors.ShapeError`. An empty query axis (``Tq = 0``) or "
+        "batch axis is allowed and gives an empty result.",
+        "raises",
+    ),
+    Clause(
+        "input.finite",
+        "A NaN or an infinity at a position that is read raises "
+        ":class:`~attnspec.errors.NonFiniteInputError`. The only non-finite value with a "
+        "meaning is :math:`-\\infty`, in an additive mask or a score, where it marks the "
+        "position as not allowed.",
+        "raises",
+    ),
+    Clause(
+        "input.unread-positions",
+        "A position that is not read has no effect on any output or gradient: replacing its "
+        "value by any other, NaN and infinities included, changes nothing.",
+    ),
+    Clause(
+        "input.not-mutated",
+        "No function modifies any of its arguments.",
+    ),
+    Clause(
+        "input.scale-finite",
+        "A ``scale`` argument is a finite real number (``int`` or ``float``, not ``bool``); "
+        "zero and negative values are legal. A non-finite value raises "
+        ":class:`~attnspec.errors.ArgumentError`, a value of another type "
+        ":class:`~attnspec.errors.DTypeError`.",
+        "raises",
+    ),
+    Clause(
+        "input.unread-gradient",
+        "The gradient of every output with respect to a position that is not read is "
+        "exactly zero, and every gradient is finite wherever the inputs are read and finite.",
+    ),
+)

@@ -1,0 +1,248 @@
+"""The NumPy reference on small cases whose answer is known independently.
+
+Each test names the clause it checks. Expected values come from explicit
+loops, closed forms or exact arithmetic, never from the function under test.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attnref
+import numpy as np
+import pytest
+
+F64 = np.ndarray[Any, np.dtype[np.float64]]
+RNG = np.random.default_rng(1508)
+EPS = float(np.finfo(np.float64).eps)
+
+
+def normal(*shape: int) -> F64:
+    """A standard normal float64 array of this shape."""
+    return RNG.standard_normal(shape)
+
+
+def test_score_dot_is_the_pairwise_dot_product() -> None:
+    """score.dot: entry [..., i, j] is s_i . h_j (checked with explicit loops)."""
+    q, k = normal(3, 4, 5), normal(3, 6, 5)
+    got = attnref.score_dot(q, k)
+    for b in range(3):
+        for i in range(4):
+            for j in range(6):
+                expected = math.fsum(q[b, i] * k[b, j])
+                assert got[b, i, j] == pytest.approx(expected, rel=8 * EPS, abs=8 * EPS)
+
+
+def test_default_scale_is_one_over_sqrt_d() -> None:
+    """score.default-scale: scale None means 1/sqrt(d_k)."""
+    q, k = normal(2, 9), normal(3, 9)
+    np.testing.assert_array_equal(
+        attnref.score_scaled_dot(q, k), attnref.score_dot(q, k) * (1 / math.sqrt(9))
+    )
+
+
+def test_distribution_matches_the_softmax_formula() -> None:
+    """distribution.softmax: exp(e_ij) / sum_k exp(e_ik) over allowed keys."""
+    scores = np.array([[1.0, 2.0, 3.0], [0.5, -0.5, 4.0]])
+    mask = np.array([[True, True, False], [True, True, True]])
+    got = attnref.attention_distribution(scores, mask=mask)
+    row0 = np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum()
+    row1 = np.exp(scores[1]) / np.exp(scores[1]).sum()
+    np.testing.assert_allclose(got, [[*row0, 0.0], row1], rtol=4 * EPS, atol=0)
+    assert got[0, 2] == 0.0
+
+
+def test_additive_mask_equals_boolean_mask_where_it_is_minus_inf() -> None:
+    """distribution.additive-mask: -inf disallows exactly as False does."""
+    scores = normal(4, 6)
+    allowed = RNG.random((4, 6)) > 0.4
+    allowed[:, 0] = True
+    additive = np.where(allowed, 0.0, -np.inf)
+    np.testing.assert_array_equal(
+        attnref.attention_distribution(scores, mask=additive),
+        attnref.attention_distribution(scores, mask=allowed),
+    )
+
+
+def test_fully_masked_row_is_zero_with_zero_context() -> None:
+    """distribution.fully-masked-row: all-zero weights and a zero context, not NaN."""
+    q, k, v = normal(3, 4), normal(5, 4), normal(5, 2)
+    mask = np.ones((3, 5), dtype=bool)
+    mask[1] = False
+    context, weights = attnref.scaled_dot_product_attention(q, k, v, mask=mask)
+    assert np.all(weights[1] == 0.0)
+    assert np.all(context[1] == 0.0)
+    assert np.isfinite(context).all()
+
+
+def test_large_logits_do_not_overflow() -> None:
+    """distribution.stable: finite scores near the float64 limit give finite weights."""
+    big = np.finfo(np.float64).max
+    got = attnref.attention_distribution(np.array([[big, -big, big / 2, 0.0]]))
+    np.testing.assert_array_equal(got, [[1.0, 0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    ("alignment", "expected"),
+    [
+        ("top_left", [[1, 0, 0, 0], [1, 1, 0, 0]]),
+        ("bottom_right", [[1, 1, 1, 0], [1, 1, 1, 1]]),
+    ],
+)
+def test_causal_alignments_allow_exactly_the_specified_keys(
+    alignment: str, expected: list[list[int]]
+) -> None:
+    """sdpa.causal-top-left / sdpa.causal-bottom-right for Tq = 2, Tk = 4."""
+    q, k, v = normal(2, 3), normal(4, 3), normal(4, 2)
+    _, weights = attnref.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        is_causal=True,
+        causal_alignment=alignment,  # type: ignore[arg-type]
+    )
+    np.testing.assert_array_equal(weights > 0, np.array(expected, dtype=bool))
+
+
+def test_bottom_right_with_more_queries_than_keys_has_empty_rows() -> None:
+    """sdpa.causal-bottom-right: with Tq > Tk the first Tq - Tk rows attend to nothing."""
+    q, k, v = normal(5, 3), normal(3, 3), normal(3, 2)
+    context, weights = attnref.scaled_dot_product_attention(
+        q, k, v, is_causal=True, causal_alignment="bottom_right"
+    )
+    assert np.all(weights[:2] == 0.0) and np.all(context[:2] == 0.0)
+    np.testing.assert_allclose(weights[2:].sum(axis=-1), 1.0, rtol=0, atol=4 * EPS)
+
+
+def test_grouped_heads_are_repeated_interleaved() -> None:
+    """sdpa.grouped-query-heads: query head h uses key/value head h // g."""
+    q, k, v = normal(1, 4, 3, 5), normal(1, 2, 6, 5), normal(1, 2, 6, 3)
+    grouped, _ = attnref.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    for h in range(4):
+        single, _ = attnref.scaled_dot_product_attention(q[:, h], k[:, h // 2], v[:, h // 2])
+        np.testing.assert_array_equal(grouped[:, h], single)
+
+
+def test_masked_positions_are_not_read() -> None:
+    """input.unread-positions: NaN and huge poison at masked keys/values change nothing."""
+    q, k, v = normal(2, 3, 4), normal(2, 5, 4), normal(2, 5, 2)
+    mask = np.ones((2, 3, 5), dtype=bool)
+    mask[..., 3:] = False
+    mask[1, 2] = False  # a fully masked query row as well
+    clean = attnref.scaled_dot_product_attention(q, k, v, mask=mask)
+    k_bad, v_bad, q_bad = k.copy(), v.copy(), q.copy()
+    k_bad[..., 3, :] = np.nan
+    v_bad[..., 4, :] = 1e300
+    v_bad[..., 3, :] = np.inf
+    q_bad[1, 2] = np.nan
+    poisoned = attnref.scaled_dot_product_attention(q_bad, k_bad, v_bad, mask=mask)
+    for a, b in zip(clean, poisoned, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_general_with_identity_is_dot() -> None:
+    """score.general: with W_a = I it equals score_dot."""
+    q, k = normal(2, 3, 4), normal(2, 5, 4)
+    np.testing.assert_array_equal(attnref.score_general(q, k, np.eye(4)), attnref.score_dot(q, k))
+
+
+def test_additive_equals_concat_with_stacked_weights() -> None:
+    """score.additive: equals score_concat with W_a = [W_q W_k]."""
+    q, k = normal(2, 3, 4), normal(2, 5, 6)
+    w_q, w_k, v_a = normal(7, 4), normal(7, 6), normal(7)
+    np.testing.assert_array_equal(
+        attnref.score_additive(q, k, w_q, w_k, v_a),
+        attnref.score_concat(q, k, np.hstack([w_q, w_k]), v_a),
+    )
+
+
+def test_location_score_is_w_a_times_query() -> None:
+    """score.location: row i is W_a s_i."""
+    q, w = normal(3, 4), normal(6, 4)
+    got = attnref.score_location(q, w)
+    for i in range(3):
+        np.testing.assert_allclose(got[i], w @ q[i], rtol=8 * EPS, atol=8 * EPS)
+
+
+def test_local_m_window() -> None:
+    """local.m-position, local.window, local.window-softmax: uniform over |j - i| <= D."""
+    got = attnref.local_m_distribution(np.zeros((3, 5)), half_width=1)
+    expected = np.array(
+        [[1 / 2, 1 / 2, 0, 0, 0], [1 / 3, 1 / 3, 1 / 3, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0]]
+    )
+    np.testing.assert_allclose(got, expected, rtol=2 * EPS, atol=0)
+
+
+def test_local_p_gaussian_after_window_softmax() -> None:
+    """local.p-gaussian, local.p-window: window softmax times exp(-(j-p)^2 / (2 (D/2)^2))."""
+    scores = np.array([[0.3, -1.0, 2.0, 0.5, 0.1, 0.0]])
+    p, d = 2.5, 2
+    got = attnref.local_p_distribution(scores, np.array([p]), half_width=d)
+    window = [j for j in range(6) if abs(j - p) <= d]
+    assert window == [1, 2, 3, 4]
+    soft = np.exp(scores[0, window]) / np.exp(scores[0, window]).sum()
+    gauss = np.exp(-((np.array(window) - p) ** 2) / (2 * (d / 2) ** 2))
+    expected = np.zeros(6)
+    expected[window] = soft * gauss
+    np.testing.assert_allclose(got[0], expected, rtol=8 * EPS, atol=0)
+    assert got.sum() < 1
+
+
+def test_local_p_position_range() -> None:
+    """local.p-position: p = (S - 1) sigmoid(v_p . tanh(W_p s)) lies in [0, S - 1]."""
+    q, w, v = normal(4, 3), normal(5, 3), normal(5)
+    got = attnref.local_p_position(q, w, v, source_length=7)
+    expected = 6 / (1 + np.exp(-(np.tanh(q @ w.T) @ v)))
+    np.testing.assert_allclose(got, expected, rtol=4 * EPS, atol=0)
+    saturated = attnref.local_p_position(q, 1e3 * w, 1e3 * v, source_length=7)
+    assert np.all((saturated >= 0) & (saturated <= 6))
+
+
+def test_hidden_state_and_output_distribution() -> None:
+    """hidden.tanh and output.softmax against the closed forms, context first."""
+    a, s = normal(2, 3), normal(2, 4)
+    w_c, b_c, w_y, b_y = normal(5, 7), normal(5), normal(6, 5), normal(6)
+    hidden = attnref.attentional_hidden_state(a, s, w_c, b_c)
+    np.testing.assert_allclose(
+        hidden, np.tanh(np.hstack([a, s]) @ w_c.T + b_c), rtol=8 * EPS, atol=8 * EPS
+    )
+    y = attnref.output_distribution(hidden, w_y, b_y)
+    logits = hidden @ w_y.T + b_y
+    np.testing.assert_allclose(
+        y, np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), rtol=8 * EPS, atol=0
+    )
+    np.testing.assert_array_equal(
+        attnref.concatenate_context(a, s), np.concatenate([a, s], axis=-1)
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "expected"),
+    [
+        ((np.float32, np.float32), np.float32),
+        ((np.float16, np.float16), np.float16),
+        ((np.float32, np.float64), np.float64),
+        ((np.complex128, np.float64), np.complex128),
+    ],
+)
+def test_result_dtype_is_promoted_dtype(dtypes: tuple[Any, Any], expected: Any) -> None:
+    """input.result-dtype: the result has the promoted dtype; scale does not upcast."""
+    q, k = normal(2, 3).astype(dtypes[0]), normal(4, 3).astype(dtypes[1])
+    context, weights = attnref.scaled_dot_product_attention(q, k, k, scale=0.5)
+    assert context.dtype == expected and weights.dtype == expected
+    assert attnref.score_scaled_dot(q, k).dtype == expected
+
+
+def test_no_input_is_mutated() -> None:
+    """input.not-mutated: every argument is bitwise unchanged after the call."""
+    q, k, v = normal(2, 3, 4), normal(2, 5, 4), normal(2, 5, 2)
+    mask = RNG.random((3, 5)) > 0.3
+    k[..., 0, :] = np.nan
+    mask[:, 0] = False
+    args = [q, k, v, mask]
+    before = [a.copy() for a in args]
+    attnref.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=True)
+    attnref.attention(q, k, v, mask=mask)
+    for a, b in zip(args, before, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,105 @@
+"""The spec package: its stubs, its clause registry and its independence from the reference."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import attnspec
+import pytest
+from attnspec import clauses
+
+SPEC_ROOT = Path(attnspec.__file__).parent
+
+
+def test_functions_are_exported_stubs() -> None:
+    """Every name in FUNCTIONS is public and is a stub made by ``specifies``."""
+    for name in attnspec.FUNCTIONS:
+        assert name in attnspec.__all__
+        stub = getattr(attnspec, name)
+        assert hasattr(stub, "__wrapped__"), name
+        assert clauses.for_function(name), f"{name} declares no clause"
+
+
+def test_every_stub_function_is_listed() -> None:
+    """No stub is missing from FUNCTIONS (the list drives the signature tests)."""
+    stubs = {c.function for c in clauses.all_clauses() if c.function is not None}
+    assert stubs == set(attnspec.FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", attnspec.FUNCTIONS)
+def test_calling_a_stub_refuses(name: str) -> None:
+    """A stub is a statement, not an implementation: calling it raises."""
+    stub = getattr(attnspec, name)
+    with pytest.raises(attnspec.SpecificationStubError, match=f"attnref.{name}"):
+        stub()
+
+
+@pytest.mark.parametrize("name", attnspec.FUNCTIONS)
+def test_stub_docstring_is_normative(name: str) -> None:
+    """Each docstring has the math, a paper citation, shapes, errors and its clause IDs."""
+    doc = inspect.getdoc(getattr(attnspec, name)) or ""
+    assert ".. math::" in doc
+    assert re.search(r"(Luong|Bahdanau|Vaswani) et al\. \(\d{4}\)", doc)
+    for section in ("Parameters", "Returns", "Raises"):
+        assert f"\n{section}\n" in doc, section
+    for clause in clauses.for_function(name):
+        assert f"``{clause.id}``" in doc, clause.id
+
+
+def test_clause_ids_are_unique_and_well_formed() -> None:
+    """IDs are ``<area>.<statement>`` in kebab case and declared once."""
+    ids = clauses.ids()
+    assert len(ids) == len(set(ids))
+    for clause_id in ids:
+        assert re.fullmatch(r"[a-z][a-z0-9-]*(\.[a-z0-9-]+)+", clause_id), clause_id
+        assert clauses.get(clause_id).statement.strip()
+
+
+def test_declaring_a_clause_twice_is_refused() -> None:
+    """The registry keeps IDs stable: a second declaration of an ID is an error."""
+    with pytest.raises(ValueError, match="declared twice"):
+        clauses.declare(clauses.Clause("input.not-mutated", "again"))
+
+
+def test_malformed_clause_id_is_refused() -> None:
+    """IDs without an area, or not in kebab case, are refused."""
+    with pytest.raises(ValueError, match="kebab case"):
+        clauses.declare(clauses.Clause("NoArea", "text"))
+
+
+def test_unknown_clause_lookup_names_the_areas() -> None:
+    """Looking up an unknown ID says which areas exist."""
+    with pytest.raises(KeyError, match="known areas: .*distribution"):
+        clauses.get("distribution.does-not-exist")
+
+
+def test_spec_source_never_imports_the_reference() -> None:
+    """No module of ``attnspec`` imports ``attnref`` (the spec stands alone)."""
+    for path in SPEC_ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "attnref" for n in names), f"{path}: {names}"
+
+
+def test_importing_the_spec_loads_no_reference_module() -> None:
+    """At run time too, ``import attnspec`` pulls in neither attnref nor torch."""
+    code = (
+        "import sys, attnspec; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'attnref', 'torch'}); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
