@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import attnref
 import numpy as np
 import pytest
+
+import attnref
 from attnspec.errors import (
     ArgumentError,
     AttnSpecError,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import attnref
 import numpy as np
 import pytest
+
+import attnref
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 RNG = np.random.default_rng(1508)
@@ -111,7 +112,8 @@ def test_bottom_right_with_more_queries_than_keys_has_empty_rows() -> None:
     context, weights = attnref.scaled_dot_product_attention(
         q, k, v, is_causal=True, causal_alignment="bottom_right"
     )
-    assert np.all(weights[:2] == 0.0) and np.all(context[:2] == 0.0)
+    assert np.all(weights[:2] == 0.0)
+    assert np.all(context[:2] == 0.0)
     np.testing.assert_allclose(weights[2:].sum(axis=-1), 1.0, rtol=0, atol=4 * EPS)
 
 
@@ -125,7 +127,10 @@ def test_grouped_heads_are_repeated_interleaved() -> None:
 
 
 def test_masked_positions_are_not_read() -> None:
-    """input.unread-positions: NaN and huge poison at masked keys/values change nothing."""
+    """input.unread-positions, input.unread-nonfinite: poison at unread positions changes nothing.
+
+    Huge finite values, NaN and inf at masked keys/values and in a fully masked query row.
+    """
     q, k, v = normal(2, 3, 4), normal(2, 5, 4), normal(2, 5, 2)
     mask = np.ones((2, 3, 5), dtype=bool)
     mask[..., 3:] = False
@@ -230,7 +235,8 @@ def test_result_dtype_is_promoted_dtype(dtypes: tuple[Any, Any], expected: Any) 
     """input.result-dtype: the result has the promoted dtype; scale does not upcast."""
     q, k = normal(2, 3).astype(dtypes[0]), normal(4, 3).astype(dtypes[1])
     context, weights = attnref.scaled_dot_product_attention(q, k, k, scale=0.5)
-    assert context.dtype == expected and weights.dtype == expected
+    assert context.dtype == expected
+    assert weights.dtype == expected
     assert attnref.score_scaled_dot(q, k).dtype == expected
 
 

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import pytest
+
 import attnref
 import attnspec
-import pytest
 
 torch_twin: ModuleType | None
 try:

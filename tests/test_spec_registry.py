@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import attnspec
 import pytest
+
+import attnspec
 from attnspec import clauses
 
 SPEC_ROOT = Path(attnspec.__file__).parent
@@ -74,7 +75,7 @@ def test_malformed_clause_id_is_refused() -> None:
 
 def test_unknown_clause_lookup_names_the_areas() -> None:
     """Looking up an unknown ID says which areas exist."""
-    with pytest.raises(KeyError, match="known areas: .*distribution"):
+    with pytest.raises(KeyError, match=r"known areas: .*distribution"):
         clauses.get("distribution.does-not-exist")
 
 

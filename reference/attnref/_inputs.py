@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from attnspec.errors import NonFiniteInputError
-from attnspec.typing import Array, BoolArray
 
 from attnref import _checks
+from attnspec.errors import NonFiniteInputError
+from attnspec.typing import Array, BoolArray
 
 SEQUENCE = "[..., T, d]"
 

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from attnspec.errors import ArgumentError, ShapeError
-from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
 
 from attnref import _checks, _inputs
 from attnref.distribution import attention_distribution
@@ -21,6 +19,8 @@ from attnref.scores import (
     score_scaled_dot,
 )
 from attnref.value import attention_value
+from attnspec.errors import ArgumentError, ShapeError
+from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
 
 __all__ = ["attention", "scaled_dot_product_attention"]
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from attnspec.typing import Array
 
 from attnref import _checks, _inputs
 from attnref.distribution import masked_softmax
 from attnref.value import concatenate_context
+from attnspec.typing import Array
 
 __all__ = ["attentional_hidden_state", "output_distribution"]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from attnspec.typing import Array, Scale
 
 from attnref import _checks, _inputs
+from attnspec.typing import Array, Scale
 
 __all__ = [
     "score_additive",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from attnspec.typing import Array
 
 from attnref import _checks, _inputs
+from attnspec.typing import Array
 
 __all__ = ["attention_value", "concatenate_context"]
 

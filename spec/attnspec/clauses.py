@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 ClauseKind = Literal["rule", "special-case", "raises"]
-"""What a clause states: a formula or law, a special case, or an error the call must raise."""
+"""The kind of statement a clause makes (a formula or law, a special case, or an error to raise)."""
 
 _ID_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+")
 

@@ -80,7 +80,12 @@ declare(
     Clause(
         "input.unread-positions",
         "A position that is not read has no effect on any output or gradient: replacing its "
-        "value by any other, NaN and infinities included, changes nothing.",
+        "value by any other finite value, however large, changes nothing.",
+    ),
+    Clause(
+        "input.unread-nonfinite",
+        "NaN or an infinity at a position that is not read raises nothing and changes no "
+        "output or gradient either (no ``0 * NaN`` leaks through a zero weight).",
     ),
     Clause(
         "input.not-mutated",
@@ -93,6 +98,13 @@ declare(
         ":class:`~attnspec.errors.ArgumentError`, a value of another type "
         ":class:`~attnspec.errors.DTypeError`.",
         "raises",
+    ),
+    Clause(
+        "input.gradient",
+        "Every function is differentiable with respect to each floating argument wherever its "
+        "read inputs are finite, except on the boundaries of masks and local windows; an "
+        "implementation's gradients (vector-Jacobian products) are the derivatives of the "
+        "formula, to the accuracy allowed for its dtype.",
     ),
     Clause(
         "input.unread-gradient",

@@ -1,0 +1,84 @@
+"""Developer tasks: ``nox`` runs tests, typecheck, lint and docs; ``nox -s demo`` the main job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.needs_version = ">=2025.02.09"  # nox.project.dependency_groups
+nox.options.sessions = ["tests", "typecheck", "lint", "docs"]
+# Reuse venvs locally for speed; CI (CI=true) always builds them afresh.
+nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
+# pip, not uv: only pip reads this machine's pip.conf, whose find-links hold the CPU torch wheel.
+nox.options.default_venv_backend = "virtualenv"
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+# Pins torch to the CPU build on disk; see the comment in constraints.txt.
+CONSTRAINTS = "constraints.txt"
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    """Install the project with its torch extra and the named dependency groups in one resolve."""
+    session.install(
+        "-c",
+        CONSTRAINTS,
+        "-e",
+        ".[torch]",
+        *nox.project.dependency_groups(PYPROJECT, *groups),
+    )
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite, in parallel where there is more than one core."""
+    _install(session, "test")
+    workers = ["-n", "auto"] if (os.cpu_count() or 1) > 1 else []
+    session.run("pytest", *workers, *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check everything with mypy --strict (files listed in pyproject.toml)."""
+    _install(session, "typecheck")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting with ruff."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", *session.posargs)
+    session.run("ruff", "format", "--check", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs with warnings as errors, then run their doctests."""
+    _install(session, "docs")
+    shutil.rmtree("docs/_build", ignore_errors=True)
+    for builder in ("html", "doctest"):
+        session.run(
+            "sphinx-build",
+            "-W",
+            "-n",
+            "--keep-going",
+            "-b",
+            builder,
+            "-d",
+            "docs/_build/doctrees",
+            "docs",
+            f"docs/_build/{builder}",
+        )
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the main job: the attnspec command line."""
+    _install(session)
+    session.run("attnspec", *session.posargs)
+
+
+if __name__ == "__main__":
+    nox.main()
