@@ -35,11 +35,12 @@ def test_score_dot_is_the_pairwise_dot_product() -> None:
                 assert got[b, i, j] == pytest.approx(expected, rel=8 * EPS, abs=8 * EPS)
 
 
-def test_default_scale_is_one_over_sqrt_d() -> None:
-    """score.default-scale: scale None means 1/sqrt(d_k)."""
-    q, k = normal(2, 9), normal(3, 9)
+@pytest.mark.parametrize("d", [1, 2, 3, 8, 64, 128])
+def test_default_scale_is_one_over_sqrt_d(d: int) -> None:
+    """score.default-scale: scale None means 1/sqrt(d_k), the float64 value of 1/math.sqrt(d)."""
+    q, k = normal(2, d), normal(3, d)
     np.testing.assert_array_equal(
-        attnref.score_scaled_dot(q, k), attnref.score_dot(q, k) * (1 / math.sqrt(9))
+        attnref.score_scaled_dot(q, k), attnref.score_scaled_dot(q, k, scale=1 / math.sqrt(d))
     )
 
 

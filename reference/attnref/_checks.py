@@ -149,9 +149,15 @@ def mask_broadcasts(func: str, info: ArrayInfo, target: tuple[int, ...], /) -> t
     A mask may add leading batch dimensions; the result then has them too.
     """
     try:
-        return broadcast_shapes(func, ("scores", target), (info.name, info.shape))
+        shape: tuple[int, ...] | None = broadcast_shapes(
+            func, ("scores", target), (info.name, info.shape)
+        )
     except ShapeError:
+        shape = None
+    # Note: a mask may add batch dimensions but never stretch the query or key axis.
+    if shape is None or shape[-2:] != target[-2:]:
         raise ShapeError(
             f"{info.name} must broadcast to the scores' shape {target} for {func}; "
             f"got shape {info.shape}"
-        ) from None
+        )
+    return shape

@@ -15,31 +15,40 @@ __all__ = [
 ]
 
 
-def masked_softmax(logits: Array, allowed: BoolArray, /) -> Array:
-    """Softmax over the last axis restricted to ``allowed``; rows with nothing allowed are 0.
+def masked_softmax(scores: Array, allowed: BoolArray, /, *, bias: Array | None = None) -> Array:
+    """Softmax of ``scores + bias`` over the last axis, restricted to ``allowed``.
 
-    ``logits`` must be finite wherever ``allowed`` is True; elsewhere it is not read.
+    Rows with nothing allowed are 0. ``scores`` (and ``bias``) must be finite
+    wherever ``allowed`` is True; elsewhere they are not read.
     """
-    # Note: shift by the largest allowed *real part*: the same shift for every
-    # entry of a row leaves the softmax unchanged (distribution.shift-invariant),
-    # keeps exp() <= 1 so finite logits never overflow (distribution.stable),
-    # and, taken from the real part, keeps the function complex-analytic for
-    # complex-step differentiation (input.complex-extension).
+    # Note: the softmax is computed on half-logits h = s/2 + b/2, shifted by
+    # the row's largest allowed h and doubled back: 2 * (h - max h). Scaling by
+    # 2 is exact, so this is the plain shifted softmax wherever that does not
+    # overflow, and it also stays finite where s + b itself would overflow
+    # (-1e308 + -1e308; distribution.stable). (Halving a subnormal score drops
+    # its last bit: a change of 1e-323 in a logit.)
+    # The shift leaves the softmax unchanged (distribution.shift-invariant),
+    # keeps exp() <= 1, and, taken from the *real part*, keeps the function
+    # complex-analytic for complex-step differentiation (input.complex-extension).
+    half = scores / 2 if bias is None else scores / 2 + bias / 2  # [..., Tq, Tk]
+    half = np.broadcast_to(half, np.broadcast_shapes(half.shape, allowed.shape))
     row_allowed = allowed.any(axis=-1, keepdims=True)  # [..., Tq, 1]
-    real = np.where(allowed, logits.real, -np.inf)  # [..., Tq, Tk]
+    real = np.where(allowed, half.real, -np.inf)  # [..., Tq, Tk]
     shift = np.where(row_allowed, real.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)
-    shift = shift.astype(logits.real.dtype)  # [..., Tq, 1]
-    # Note: logits - shift may overflow to -inf for scores of opposite extreme
-    # sign (-1e308 - 1e308); exp(-inf) = 0 is then the correctly rounded weight.
-    with np.errstate(over="ignore"):
-        shifted = np.where(allowed, logits - shift, 0)  # [..., Tq, Tk]
+    shift = shift.astype(half.real.dtype)  # [..., Tq, 1]
+    # Note: doubling may overflow to -inf for logits far below the row's
+    # largest (-1e308 against 1e308); exp(-inf) = 0 is then the correctly
+    # rounded weight.
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = np.where(allowed, half - shift, 0)  # [..., Tq, Tk]
+        shifted = 2 * centred  # [..., Tq, Tk]
     exps = np.where(allowed, np.exp(shifted), 0)  # [..., Tq, Tk]
     total = exps.sum(axis=-1, keepdims=True)  # [..., Tq, 1]
     # Note: a fully masked row has total 0; it gets zero weights
     # (distribution.fully-masked-row), decided by the mask, not by the value
     # of total, so no value branch enters the complex-step path.
     safe_total = np.where(row_allowed, total, 1)  # [..., Tq, 1]
-    return np.where(row_allowed, exps / safe_total, 0).astype(logits.dtype)  # [..., Tq, Tk]
+    return np.where(row_allowed, exps / safe_total, 0).astype(half.dtype)  # [..., Tq, Tk]
 
 
 def _scores(func: str, scores: object, /) -> Array:
@@ -50,18 +59,14 @@ def _scores(func: str, scores: object, /) -> Array:
     return s
 
 
-def _allowed_logits(
-    func: str, s: Array, allowed: BoolArray, additive: Array | None, /
+def _allowed_scores(
+    func: str, s: Array, allowed: BoolArray, /
 ) -> tuple[Array, BoolArray]:
-    """Add the additive mask, drop ``-inf`` logits from ``allowed``, check the rest is finite."""
-    # Note: the additive mask is cast to the scores' dtype (masks do not take
-    # part in promotion, input.result-dtype); a huge finite bias such as -1e30
-    # becomes -inf in float16 and so disallows, as it would in float16 arithmetic.
-    logits = s if additive is None else s + additive.astype(s.real.dtype)  # [..., Tq, Tk]
-    logits = np.broadcast_to(logits, np.broadcast_shapes(logits.shape, allowed.shape))
-    allowed = allowed & (logits.real != -np.inf)  # [..., Tq, Tk]
-    _inputs.finite(func, "scores", logits, where=allowed, what="finite or -inf")
-    return logits, allowed
+    """Drop ``-inf`` scores from ``allowed`` and check the allowed rest is finite."""
+    s = np.broadcast_to(s, np.broadcast_shapes(s.shape, allowed.shape))  # [..., Tq, Tk]
+    allowed = allowed & (s.real != -np.inf)  # [..., Tq, Tk]
+    _inputs.finite(func, "scores", s, where=allowed, what="finite or -inf")
+    return s, allowed
 
 
 def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Array:
@@ -70,12 +75,16 @@ def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Arr
     s = _scores(func, scores)
     if mask is None:
         allowed: BoolArray = np.ones(s.shape, dtype=bool)
-        additive = None
+        bias = None
     else:
         allowed, additive, shape = _inputs.mask(func, mask, s.shape)
         allowed = np.broadcast_to(allowed, shape)
-    logits, allowed = _allowed_logits(func, s, allowed, additive)
-    return masked_softmax(logits, allowed)
+        # Note: the additive mask is cast to the scores' dtype (masks take no
+        # part in promotion, input.result-dtype): a huge finite bias such as
+        # -1e30 becomes -inf in float16 and so disallows, as float16 would.
+        bias = None if additive is None else additive.astype(s.real.dtype)
+    s, allowed = _allowed_scores(func, s, allowed)
+    return masked_softmax(s, allowed, bias=bias)
 
 
 def _local_mask(func: str, s: Array, mask: BoolArray | None, /) -> BoolArray:
@@ -98,8 +107,8 @@ def local_m_distribution(
     i = np.arange(t_q)[:, None]  # [Tq, 1]
     j = np.arange(t_k)[None, :]  # [1, Tk]
     window = np.abs(j - i) <= d  # [Tq, Tk]
-    logits, allowed = _allowed_logits(func, s, allowed & window, None)
-    return masked_softmax(logits, allowed)
+    s, allowed = _allowed_scores(func, s, allowed & window)
+    return masked_softmax(s, allowed)
 
 
 def local_p_position(query: Array, W_p: Array, v_p: Array, /, *, source_length: int) -> Array:
@@ -137,11 +146,14 @@ def local_p_distribution(
     allowed = _local_mask(func, s, mask)
     j = np.arange(s.shape[-1], dtype=p.real.dtype)  # [Tk]
     offset = j - p[..., None]  # [..., Tq, Tk]
-    # Note: the window is decided on the real part, so complex-step
-    # perturbations of the positions never move a key in or out of it.
-    window = np.abs(offset.real) <= d  # [..., Tq, Tk]
-    logits, allowed = _allowed_logits(func, s, allowed & window, None)
-    weights = masked_softmax(logits, allowed)  # [..., Tq, Tk]
+    # Note: |j - p| <= D is decided as j - D <= p <= j + D: j +- D are small
+    # integers, exact in the dtype, so the test is exact, where fl(j - p)
+    # would round a key just beyond D into the window (local.p-window). It
+    # reads the real part, so complex-step perturbations move no key in or out.
+    p_real = p.real[..., None]  # [..., Tq, 1]
+    window = (j - d <= p_real) & (p_real <= j + d)  # [..., Tq, Tk]
+    s, allowed = _allowed_scores(func, s, allowed & window)
+    weights = masked_softmax(s, allowed)  # [..., Tq, Tk]
     sigma = d / 2
     gaussian = np.exp(-(offset**2) / (2 * sigma**2))  # [..., Tq, Tk]
     # Note: the Gaussian multiplies after normalising and the rows are not

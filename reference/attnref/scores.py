@@ -28,29 +28,32 @@ def _query_keys(func: str, query: object, keys: object, /) -> tuple[Array, Array
     return q, k
 
 
-def _dot(func: str, query: object, keys: object, /) -> Array:
+def _query_keys_same_d(func: str, query: object, keys: object, /) -> tuple[Array, Array]:
     q, k = _query_keys(func, query, keys)
     _checks.same_size(func, "keys.shape[-1]", k.shape[-1], "query.shape[-1]", q.shape[-1])
-    return q @ np.swapaxes(k, -1, -2)  # [..., Tq, Tk]
+    return q, k
 
 
 def score_dot(query: Array, keys: Array, /) -> Array:
     """Dot-product score; see :func:`attnspec.score_dot`."""
-    return _dot("score_dot", query, keys)
+    q, k = _query_keys_same_d("score_dot", query, keys)
+    return q @ np.swapaxes(k, -1, -2)  # [..., Tq, Tk]
 
 
 def score_scaled_dot(query: Array, keys: Array, /, *, scale: Scale | None = None) -> Array:
     """Scaled dot-product score; see :func:`attnspec.score_scaled_dot`."""
     func = "score_scaled_dot"
     value = _checks.scale_value(func, scale)
-    scores = _dot(func, query, keys)  # [..., Tq, Tk]
+    q, k = _query_keys_same_d(func, query, keys)
     if value is None:
-        value = _checks.default_scale(np.shape(keys)[-1])
+        value = _checks.default_scale(k.shape[-1])
     # Note: the scale becomes a scalar of the result's real dtype, so a float32
     # call stays float32 (a float64 NumPy scalar would promote it under NEP 50).
-    lam = np.asarray(value, dtype=scores.real.dtype)
-    scaled: Array = scores * lam  # [..., Tq, Tk]
-    return scaled
+    lam = np.asarray(value, dtype=np.result_type(q, k).type(0).real.dtype)
+    # Note: the queries are scaled before the product, as FlashAttention does:
+    # with the usual scale < 1 the product cannot overflow where the scaled
+    # score is finite (distribution.stable).
+    return (q * lam) @ np.swapaxes(k, -1, -2)  # [..., Tq, Tk]
 
 
 def score_general(query: Array, keys: Array, W_a: Array, /) -> Array:

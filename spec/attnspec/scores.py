@@ -81,8 +81,9 @@ def score_dot(query: Array, keys: Array, /) -> Array:
     ),
     Clause(
         "score.default-scale",
-        r"When ``scale`` is ``None``, :math:`\lambda = 1/\sqrt{d_k}`, rounded once in the "
-        "result dtype.",
+        r"When ``scale`` is ``None``, :math:`\lambda = 1/\sqrt{d_k}`, evaluated as "
+        "``1 / math.sqrt(d_k)`` in float64 (as PyTorch does) and converted to the result "
+        "dtype.",
         "special-case",
     ),
     Clause(

@@ -34,7 +34,9 @@ __all__ = ["attention_value", "concatenate_context"]
     Clause(
         "value.zero-weight-unread",
         "A value row whose weight is exactly zero in every query row of its batch element is "
-        "not read: NaN or infinities there raise nothing and leave the result unchanged.",
+        "not read: NaN or infinities there raise nothing and leave the result unchanged, and "
+        "gradients are those of the function with that row taken as zero (so the gradient "
+        "with respect to such an all-zero weight column is zero).",
         "special-case",
     ),
 )
