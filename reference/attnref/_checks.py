@@ -128,6 +128,38 @@ def choice(func: str, name: str, value: object, options: tuple[str, ...], /) -> 
     return value
 
 
+SCORE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "dot": (),
+    "scaled_dot": ("scale",),
+    "general": ("W_a",),
+    "concat": ("W_a", "v_a"),
+    "additive": ("W_q", "W_k", "v_a"),
+    "location": ("W_a",),
+}
+"""The parameters each score kind of ``attention`` takes (``attention.score-parameters``)."""
+
+
+def score_parameters(
+    func: str, kind: object, given: dict[str, object], /
+) -> tuple[str, tuple[str, ...]]:
+    """Check ``attention``'s score kind and parameters (``attention.score-parameters``).
+
+    Returns the kind and its weight parameters in the order of its score
+    function's signature (the optional scale excluded).
+    """
+    checked = choice(func, "score", kind, tuple(SCORE_PARAMETERS))
+    takes = SCORE_PARAMETERS[checked]
+    for name, value in given.items():
+        if value is not None and name not in takes:
+            listed = ", ".join(takes) or "no parameters"
+            raise ArgumentError(
+                f"{name} does not belong to score={checked!r} for {func}; it takes {listed}"
+            )
+        if value is None and name in takes and name != "scale":
+            raise ArgumentError(f"score={checked!r} needs {name} for {func}; got None")
+    return checked, tuple(name for name in takes if name != "scale")
+
+
 MaskKind = Literal["bool", "additive"]
 
 

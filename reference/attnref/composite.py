@@ -19,22 +19,11 @@ from attnref.scores import (
     score_scaled_dot,
 )
 from attnref.value import attention_value
-from attnspec.errors import ArgumentError, ShapeError
+from attnspec.errors import ShapeError
 from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
 
 __all__ = ["attention", "scaled_dot_product_attention"]
 
-SCORE_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "dot": (),
-    "scaled_dot": ("scale",),
-    "general": ("W_a",),
-    "concat": ("W_a", "v_a"),
-    "additive": ("W_q", "W_k", "v_a"),
-    "location": ("W_a",),
-}
-"""The parameters each score kind takes (``attention.score-parameters``)."""
-
-_OPTIONAL = frozenset({"scale"})
 
 ScoreFn = Callable[[Array, Array], Array]
 
@@ -79,19 +68,16 @@ def _attend(
     return context, weights
 
 
-def _score_fn(kind: str, params: dict[str, Array | Scale | None], /) -> ScoreFn:
-    """The score function of ``kind`` with its parameters bound."""
+def _score_fn(kind: str, params: dict[str, Array], /, *, scale: float | None) -> ScoreFn:
+    """The score function of ``kind`` with its weight parameters and checked scale bound."""
     if kind == "dot":
         return score_dot
     if kind == "scaled_dot":
-        scale = params["scale"]
-        assert not isinstance(scale, np.ndarray)
         return lambda q, k: score_scaled_dot(q, k, scale=scale)
     if kind == "location":
         w_loc = params["W_a"]
-        assert isinstance(w_loc, np.ndarray)
         return lambda q, k: score_location(q, w_loc)
-    weights = [p for p in params.values() if isinstance(p, np.ndarray)]
+    weights = list(params.values())
     if kind == "general":
         return lambda q, k: score_general(q, k, *weights)
     if kind == "concat":
@@ -115,30 +101,18 @@ def attention(
 ) -> tuple[Array, Array]:
     """Attention with a choice of score; see :func:`attnspec.attention`."""
     func = "attention"
-    kind = _checks.choice(func, "score", score, tuple(SCORE_PARAMETERS))
-    given: dict[str, Array | Scale | None] = {
-        "scale": scale,
-        "W_a": W_a,
-        "W_q": W_q,
-        "W_k": W_k,
-        "v_a": v_a,
-    }
-    takes = SCORE_PARAMETERS[kind]
-    for name, value in given.items():
-        if value is not None and name not in takes:
-            listed = ", ".join(takes) or "no parameters"
-            raise ArgumentError(
-                f"{name} does not belong to score={kind!r} for {func}; it takes {listed}"
-            )
-        if value is None and name in takes and name not in _OPTIONAL:
-            raise ArgumentError(f"score={kind!r} needs {name} for {func}; got None")
-    bound = {name: np.asarray(given[name]) if name != "scale" else given[name] for name in takes}
+    given: dict[str, object] = {"scale": scale, "W_a": W_a, "W_q": W_q, "W_k": W_k, "v_a": v_a}
+    kind, weights = _checks.score_parameters(func, score, given)
+    lam = _checks.scale_value(func, scale)
+    bound = {name: np.asarray(given[name]) for name in weights}
     q = _inputs.sequence(func, "query", query, "[..., Tq, d_q]")
     k = _inputs.sequence(func, "keys", keys, "[..., Tk, d_k]")
     v = _inputs.sequence(func, "values", values, "[..., Tk, d_v]")
     _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
     _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
-    return _attend(func, q, k, v, mask, _score_fn(kind, bound), keys_read=kind != "location")
+    return _attend(
+        func, q, k, v, mask, _score_fn(kind, bound, scale=lam), keys_read=kind != "location"
+    )
 
 
 def causal_mask(t_q: int, t_k: int, /, *, alignment: CausalAlignment) -> BoolArray:

@@ -30,7 +30,9 @@ def masked_softmax(scores: Array, allowed: BoolArray, /, *, bias: Array | None =
     # The shift leaves the softmax unchanged (distribution.shift-invariant),
     # keeps exp() <= 1, and, taken from the *real part*, keeps the function
     # complex-analytic for complex-step differentiation (input.complex-extension).
-    half = scores / 2 if bias is None else scores / 2 + bias / 2  # [..., Tq, Tk]
+    # (At a disallowed position +inf poison plus a -inf bias is NaN: not read.)
+    with np.errstate(invalid="ignore"):
+        half = scores / 2 if bias is None else scores / 2 + bias / 2  # [..., Tq, Tk]
     half = np.broadcast_to(half, np.broadcast_shapes(half.shape, allowed.shape))
     row_allowed = allowed.any(axis=-1, keepdims=True)  # [..., Tq, 1]
     real = np.where(allowed, half.real, -np.inf)  # [..., Tq, Tk]
@@ -59,9 +61,7 @@ def _scores(func: str, scores: object, /) -> Array:
     return s
 
 
-def _allowed_scores(
-    func: str, s: Array, allowed: BoolArray, /
-) -> tuple[Array, BoolArray]:
+def _allowed_scores(func: str, s: Array, allowed: BoolArray, /) -> tuple[Array, BoolArray]:
     """Drop ``-inf`` scores from ``allowed`` and check the allowed rest is finite."""
     s = np.broadcast_to(s, np.broadcast_shapes(s.shape, allowed.shape))  # [..., Tq, Tk]
     allowed = allowed & (s.real != -np.inf)  # [..., Tq, Tk]
@@ -155,7 +155,11 @@ def local_p_distribution(
     s, allowed = _allowed_scores(func, s, allowed & window)
     weights = masked_softmax(s, allowed)  # [..., Tq, Tk]
     sigma = d / 2
-    gaussian = np.exp(-(offset**2) / (2 * sigma**2))  # [..., Tq, Tk]
+    # Note: offsets outside the window are zeroed before squaring: they are
+    # not read, and a far position (1e300) would overflow the square.
+    near = np.where(window, offset, 0)  # [..., Tq, Tk]
+    gaussian = np.exp(-(near**2) / (2 * sigma**2))  # [..., Tq, Tk]
     # Note: the Gaussian multiplies after normalising and the rows are not
     # renormalised (local.p-gaussian); outside the window weights is exactly 0.
-    return np.where(allowed, weights * gaussian, 0).astype(weights.dtype)  # [..., Tq, Tk]
+    # (The result has the promoted dtype of scores and positions, input.result-dtype.)
+    return np.where(allowed, weights * gaussian, 0)  # [..., Tq, Tk]

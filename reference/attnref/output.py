@@ -53,8 +53,11 @@ def output_distribution(attentional_state: Array, W_y: Array, b_y: Array | None 
     _inputs.finite(func, "attentional_state", h)
     _inputs.finite(func, "W_y", w)
     bias = _bias(func, "b_y", b_y, "W_y", w.shape[0])
-    logits = h @ w.T  # [..., Tq, V]
-    if bias is not None:
-        logits = logits + bias  # [..., Tq, V]
+    # Note: the product may overflow for huge finite weights; the result is
+    # then rejected by the finiteness check below, not warned about.
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = h @ w.T  # [..., Tq, V]
+        if bias is not None:
+            logits = logits + bias  # [..., Tq, V]
     _inputs.finite(func, "logits W_y @ attentional_state + b_y", logits)
     return masked_softmax(logits, np.ones(logits.shape, dtype=bool))  # [..., Tq, V]

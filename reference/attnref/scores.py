@@ -53,7 +53,8 @@ def score_scaled_dot(query: Array, keys: Array, /, *, scale: Scale | None = None
     # Note: the queries are scaled before the product, as FlashAttention does:
     # with the usual scale < 1 the product cannot overflow where the scaled
     # score is finite (distribution.stable).
-    return (q * lam) @ np.swapaxes(k, -1, -2)  # [..., Tq, Tk]
+    scores: Array = (q * lam) @ np.swapaxes(k, -1, -2)  # [..., Tq, Tk]
+    return scores
 
 
 def score_general(query: Array, keys: Array, W_a: Array, /) -> Array:

@@ -40,7 +40,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from attnref import _checks, _inputs
-from attnref.composite import SCORE_PARAMETERS, attention, scaled_dot_product_attention
+from attnref._checks import SCORE_PARAMETERS
+from attnref.composite import attention, scaled_dot_product_attention
 from attnref.distribution import (
     attention_distribution,
     local_m_distribution,

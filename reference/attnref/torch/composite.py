@@ -1,0 +1,201 @@
+"""The composites in PyTorch: seq2seq attention and scaled dot-product attention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+import torch
+
+from attnref import _checks
+from attnref.torch import _inputs
+from attnref.torch.distribution import attention_distribution
+from attnref.torch.scores import (
+    score_additive,
+    score_concat,
+    score_dot,
+    score_general,
+    score_location,
+    score_scaled_dot,
+)
+from attnref.torch.value import attention_value
+from attnspec.errors import ShapeError
+from attnspec.typing import CausalAlignment, Scale, ScoreKind
+
+__all__ = ["attention", "scaled_dot_product_attention"]
+
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _attend(
+    func: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    score: ScoreFn,
+    /,
+    *,
+    keys_read: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores, distribution and attention value, reading only what the mask allows.
+
+    ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree.
+    """
+    batch = _checks.broadcast_shapes(
+        func,
+        ("query", tuple(q.shape[:-2])),
+        ("keys", tuple(k.shape[:-2])),
+        ("values", tuple(v.shape[:-2])),
+    )
+    target = (*batch, q.shape[-2], k.shape[-2])
+    if mask is None:
+        allowed = torch.ones(target, dtype=torch.bool, device=q.device)
+    else:
+        allowed, _, shape = _inputs.mask(func, mask, target)
+        allowed = torch.broadcast_to(allowed, shape)  # [..., Tq, Tk]
+    # Note: query rows with no allowed key and keys no query may attend to are
+    # not read (input.unread-positions); they are replaced by 0 so that NaN or
+    # inf there can reach neither the scores nor, through 0 * NaN, the output,
+    # and their gradient is exactly zero (input.unread-gradient).
+    q_read = allowed.any(dim=-1)[..., None]  # [..., Tq, 1]
+    k_read = allowed.any(dim=-2)[..., None]  # [..., Tk, 1]
+    q_full = torch.broadcast_to(q, (*allowed.shape[:-2], *q.shape[-2:]))  # [..., Tq, d_q]
+    k_full = torch.broadcast_to(k, (*allowed.shape[:-2], *k.shape[-2:]))  # [..., Tk, d_k]
+    _inputs.finite(func, "query", q_full, where=q_read)
+    if keys_read:
+        _inputs.finite(func, "keys", k_full, where=k_read)
+    scores = score(torch.where(q_read, q_full, 0), torch.where(k_read, k_full, 0))  # [..., Tq, Tk]
+    weights = attention_distribution(scores, mask=mask)  # [..., Tq, Tk]
+    context = attention_value(weights, v)  # [..., Tq, d_v]
+    return context, weights
+
+
+def _score_fn(kind: str, params: dict[str, object], /, *, scale: float | None) -> ScoreFn:
+    """The score function of ``kind`` with its weight parameters and checked scale bound."""
+    # Note: weights are passed on unchecked: the score function rejects a
+    # non-tensor weight with its own DTypeError naming the parameter.
+    if kind == "dot":
+        return score_dot
+    if kind == "scaled_dot":
+        return lambda q, k: score_scaled_dot(q, k, scale=scale)
+    w = {name: cast(torch.Tensor, p) for name, p in params.items()}
+    if kind == "location":
+        return lambda q, k: score_location(q, w["W_a"])
+    if kind == "general":
+        return lambda q, k: score_general(q, k, w["W_a"])
+    if kind == "concat":
+        return lambda q, k: score_concat(q, k, w["W_a"], w["v_a"])
+    return lambda q, k: score_additive(q, k, w["W_q"], w["W_k"], w["v_a"])
+
+
+def attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    /,
+    *,
+    score: ScoreKind = "dot",
+    mask: torch.Tensor | None = None,
+    scale: Scale | None = None,
+    W_a: torch.Tensor | None = None,
+    W_q: torch.Tensor | None = None,
+    W_k: torch.Tensor | None = None,
+    v_a: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention with a choice of score; see :func:`attnspec.attention`."""
+    func = "attention"
+    given: dict[str, object] = {"scale": scale, "W_a": W_a, "W_q": W_q, "W_k": W_k, "v_a": v_a}
+    kind, weights = _checks.score_parameters(func, score, given)
+    lam = _checks.scale_value(func, scale)
+    bound = {name: given[name] for name in weights}
+    q = _inputs.sequence(func, "query", query, "[..., Tq, d_q]")
+    k = _inputs.sequence(func, "keys", keys, "[..., Tk, d_k]")
+    v = _inputs.sequence(func, "values", values, "[..., Tk, d_v]")
+    _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
+    _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
+    score_fn = _score_fn(kind, bound, scale=lam)
+    return _attend(func, q, k, v, mask, score_fn, keys_read=kind != "location")
+
+
+def causal_mask(
+    t_q: int, t_k: int, /, *, alignment: CausalAlignment, device: torch.device
+) -> torch.Tensor:
+    """``[Tq, Tk]`` boolean causal mask, ``True`` = may attend (``sdpa.causal-*``)."""
+    i = torch.arange(t_q, device=device)[:, None]  # [Tq, 1]
+    j = torch.arange(t_k, device=device)[None, :]  # [1, Tk]
+    offset = 0 if alignment == "top_left" else t_k - t_q
+    return j <= i + offset  # [Tq, Tk]
+
+
+def _combine(mask: torch.Tensor | None, causal: torch.Tensor, /) -> torch.Tensor:
+    """``mask`` restricted to the causally allowed positions (``sdpa.causal-with-mask``)."""
+    if mask is None:
+        return causal
+    if mask.dtype == torch.bool:
+        return mask & causal
+    return torch.where(causal, mask, -torch.inf)
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    /,
+    *,
+    mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    causal_alignment: CausalAlignment = "top_left",
+    scale: Scale | None = None,
+    enable_gqa: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention; see :func:`attnspec.scaled_dot_product_attention`."""
+    func = "scaled_dot_product_attention"
+    causal = _checks.flag(func, "is_causal", is_causal)
+    grouped = _checks.flag(func, "enable_gqa", enable_gqa)
+    alignment = _checks.choice(
+        func, "causal_alignment", causal_alignment, ("top_left", "bottom_right")
+    )
+    lam = _checks.scale_value(func, scale)
+    q = _inputs.sequence(func, "query", query, "[..., Tq, d]")
+    k = _inputs.sequence(func, "key", key, "[..., Tk, d]")
+    v = _inputs.sequence(func, "value", value, "[..., Tk, d_v]")
+    _checks.same_size(func, "key.shape[-1]", k.shape[-1], "query.shape[-1]", q.shape[-1])
+    _checks.nonempty(func, "key.shape[-2]", k.shape[-2])
+    _checks.same_size(func, "value.shape[-2]", v.shape[-2], "key.shape[-2]", k.shape[-2])
+    if grouped:
+        layout = "[..., H, T, d] with enable_gqa=True"
+        for name, array in (("query", q), ("key", k), ("value", v)):
+            _checks.rank_at_least(func, _inputs.describe(name, array), 3, layout)
+        _checks.same_size(func, "value.shape[-3]", v.shape[-3], "key.shape[-3]", k.shape[-3])
+        h_q, h_k = q.shape[-3], k.shape[-3]
+        if h_k == 0 or h_q % h_k != 0:
+            raise ShapeError(
+                f"query.shape[-3] must be a multiple of key.shape[-3] for {func} with "
+                f"enable_gqa=True; got {h_q} and {h_k}"
+            )
+        # Note: query head h reads key/value head h // g (sdpa.grouped-query-heads):
+        # repeat_interleave repeats each head g times in place, not tiled.
+        k = k.repeat_interleave(h_q // h_k, dim=-3)  # [..., Hq, Tk, d]
+        v = v.repeat_interleave(h_q // h_k, dim=-3)  # [..., Hq, Tk, d_v]
+    if causal:
+        batch = _checks.broadcast_shapes(
+            func,
+            ("query", tuple(q.shape[:-2])),
+            ("key", tuple(k.shape[:-2])),
+            ("value", tuple(v.shape[:-2])),
+        )
+        if mask is not None:  # checked before it is combined, so errors name the caller's mask
+            _inputs.mask(func, mask, (*batch, q.shape[-2], k.shape[-2]))
+        bottom_right = alignment == "bottom_right"
+        allowed = causal_mask(
+            q.shape[-2],
+            k.shape[-2],
+            alignment="bottom_right" if bottom_right else "top_left",
+            device=q.device,
+        )
+        mask = _combine(mask, allowed)
+    return _attend(
+        func, q, k, v, mask, lambda qq, kk: score_scaled_dot(qq, kk, scale=lam), keys_read=True
+    )

@@ -1,0 +1,195 @@
+"""Step 2 in PyTorch: the attention distribution, global and local."""
+
+from __future__ import annotations
+
+import torch
+
+from attnref import _checks
+from attnref.torch import _inputs
+
+__all__ = [
+    "attention_distribution",
+    "local_m_distribution",
+    "local_p_distribution",
+    "local_p_position",
+]
+
+
+def masked_softmax(
+    scores: torch.Tensor, allowed: torch.Tensor, /, *, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax of ``scores + bias`` over the last axis, restricted to ``allowed``.
+
+    Rows with nothing allowed are 0. ``scores`` (and ``bias``) must be finite
+    wherever ``allowed`` is True; elsewhere they are not read, and their
+    gradient there is exactly zero.
+    """
+    # Note: the softmax is computed on half-logits h = s/2 + b/2, shifted by
+    # the row's largest allowed h and doubled back: 2 * (h - max h). Scaling by
+    # 2 is exact, so this is the plain shifted softmax wherever that does not
+    # overflow, and it also stays finite where s + b itself would overflow
+    # (-1e308 + -1e308; distribution.stable). (Halving a subnormal score drops
+    # its last bit: a change of 1e-323 in a logit.)
+    # The shift leaves the softmax unchanged (distribution.shift-invariant) and
+    # keeps exp() <= 1. It is a constant for differentiation, as the NumPy
+    # reference takes it from the real part for complex steps: the softmax does
+    # not depend on it, so its true gradient is zero, and taking it from the
+    # detached half-logits makes that gradient exactly zero, not rounding noise.
+    half = scores / 2 if bias is None else scores / 2 + bias / 2  # [..., Tq, Tk]
+    shape = _checks.broadcast_shapes(
+        "masked_softmax", ("scores", tuple(half.shape)), ("allowed", tuple(allowed.shape))
+    )
+    half = torch.broadcast_to(half, shape)  # [..., Tq, Tk]
+    row_allowed = allowed.any(dim=-1, keepdim=True)  # [..., Tq, 1]
+    real = torch.where(allowed, half.detach(), -torch.inf)  # [..., Tq, Tk]
+    shift = torch.where(row_allowed, real.amax(dim=-1, keepdim=True), 0.0)  # [..., Tq, 1]
+    # Note: doubling may overflow to -inf for logits far below the row's
+    # largest (-1e308 against 1e308); exp(-inf) = 0 is then the correctly
+    # rounded weight. Disallowed entries are replaced *before* exp, so NaN or
+    # inf there reach neither the forward nor, through 0 * NaN, the backward.
+    centred = torch.where(allowed, half - shift, 0)  # [..., Tq, Tk]
+    shifted = 2 * centred  # [..., Tq, Tk]
+    exps = torch.where(allowed, torch.exp(shifted), 0)  # [..., Tq, Tk]
+    total = exps.sum(dim=-1, keepdim=True)  # [..., Tq, 1]
+    # Note: a fully masked row has total 0; it gets zero weights
+    # (distribution.fully-masked-row), decided by the mask, not by the value
+    # of total, and the division sees 1 there, so its gradient is zero too.
+    safe_total = torch.where(row_allowed, total, 1)  # [..., Tq, 1]
+    return torch.where(row_allowed, exps / safe_total, 0)  # [..., Tq, Tk]
+
+
+def _scores(func: str, scores: object, /) -> torch.Tensor:
+    """Checked ``scores [..., Tq, Tk]`` (rank >= 2, Tk >= 1)."""
+    s = _inputs.floating(func, "scores", scores)
+    _checks.rank_at_least(func, _inputs.describe("scores", s), 2, "[..., Tq, Tk]")
+    _checks.nonempty(func, "scores.shape[-1]", s.shape[-1])
+    return s
+
+
+def _allowed_scores(
+    func: str, s: torch.Tensor, allowed: torch.Tensor, /
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop ``-inf`` scores from ``allowed`` and check the allowed rest is finite."""
+    shape = _checks.broadcast_shapes(
+        func, ("scores", tuple(s.shape)), ("mask", tuple(allowed.shape))
+    )
+    s = torch.broadcast_to(s, shape)  # [..., Tq, Tk]
+    allowed = allowed & (s != -torch.inf)  # [..., Tq, Tk]
+    _inputs.finite(func, "scores", s, where=allowed, what="finite or -inf")
+    return s, allowed
+
+
+def _ones(s: torch.Tensor, /) -> torch.Tensor:
+    """An all-``True`` mask of the scores' shape, on the scores' device."""
+    return torch.ones(s.shape, dtype=torch.bool, device=s.device)
+
+
+def attention_distribution(
+    scores: torch.Tensor, /, *, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Masked softmax of the scores; see :func:`attnspec.attention_distribution`."""
+    func = "attention_distribution"
+    s = _scores(func, scores)
+    bias = None
+    if mask is None:
+        allowed = _ones(s)
+    else:
+        allowed, additive, shape = _inputs.mask(func, mask, tuple(s.shape))
+        allowed = torch.broadcast_to(allowed, shape)
+        # Note: the additive mask is cast to the scores' dtype (masks take no
+        # part in promotion, input.result-dtype): a huge finite bias such as
+        # -1e30 becomes -inf in float16 and so disallows, as float16 would.
+        bias = None if additive is None else additive.to(s.dtype)
+    s, allowed = _allowed_scores(func, s, allowed)
+    return masked_softmax(s, allowed, bias=bias)
+
+
+def _local_mask(func: str, s: torch.Tensor, mask: torch.Tensor | None, /) -> torch.Tensor:
+    """The boolean mask of a local distribution, broadcast with the scores."""
+    if mask is None:
+        return _ones(s)
+    allowed, _, shape = _inputs.mask(func, mask, tuple(s.shape), additive_ok=False)
+    return torch.broadcast_to(allowed, shape)
+
+
+def local_m_distribution(
+    scores: torch.Tensor, /, *, half_width: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Local-m distribution; see :func:`attnspec.local_m_distribution`."""
+    func = "local_m_distribution"
+    d = _checks.integer(func, "half_width", half_width, minimum=0)
+    s = _scores(func, scores)
+    allowed = _local_mask(func, s, mask)
+    t_q, t_k = s.shape[-2], s.shape[-1]
+    i = torch.arange(t_q, device=s.device)[:, None]  # [Tq, 1]
+    j = torch.arange(t_k, device=s.device)[None, :]  # [1, Tk]
+    window = (j - i).abs() <= d  # [Tq, Tk]
+    s, allowed = _allowed_scores(func, s, allowed & window)
+    return masked_softmax(s, allowed)
+
+
+def local_p_position(
+    query: torch.Tensor, W_p: torch.Tensor, v_p: torch.Tensor, /, *, source_length: int
+) -> torch.Tensor:
+    """Local-p aligned positions; see :func:`attnspec.local_p_position`."""
+    func = "local_p_position"
+    n = _checks.integer(func, "source_length", source_length, minimum=1)
+    q = _inputs.sequence(func, "query", query, "[..., Tq, d_q]")
+    w = _inputs.matrix(func, "W_p", W_p, "[d_p, d_q]")
+    v = _inputs.vector(func, "v_p", v_p, "[d_p]")
+    _checks.same_size(func, "W_p.shape[1]", w.shape[1], "query.shape[-1]", q.shape[-1])
+    _checks.same_size(func, "v_p.shape[0]", v.shape[0], "W_p.shape[0]", w.shape[0])
+    for name, array in (("query", q), ("W_p", w), ("v_p", v)):
+        _inputs.finite(func, name, array)
+    q, w, v = _inputs.promoted(q, w, v)
+    hidden = torch.tanh(q @ w.T)  # [..., Tq, d_p]
+    logit = hidden @ v  # [..., Tq]
+    # Note: torch.sigmoid, not the reference's 1 / (1 + exp(-x)): both saturate
+    # to 0 or 1 without NaN in the forward, but the composed form's backward
+    # computes 0 * inf = NaN once exp(-x) overflows (x < -709 in float64),
+    # while sigmoid's backward s * (1 - s) stays finite (input.unread-gradient).
+    # The reference needs the composed form to stay complex-analytic; the twin
+    # takes no complex input.
+    sigmoid = torch.sigmoid(logit)  # [..., Tq]
+    return (n - 1) * sigmoid  # [..., Tq]
+
+
+def local_p_distribution(
+    scores: torch.Tensor,
+    positions: torch.Tensor,
+    /,
+    *,
+    half_width: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Local-p distribution; see :func:`attnspec.local_p_distribution`."""
+    func = "local_p_distribution"
+    d = _checks.integer(func, "half_width", half_width, minimum=1)
+    s = _scores(func, scores)
+    p = _inputs.floating(func, "positions", positions)
+    _checks.rank_at_least(func, _inputs.describe("positions", p), 1, "[..., Tq]")
+    _checks.same_size(func, "positions.shape[-1]", p.shape[-1], "scores.shape[-2]", s.shape[-2])
+    _checks.broadcast_shapes(
+        func, ("scores", tuple(s.shape[:-2])), ("positions", tuple(p.shape[:-1]))
+    )
+    _inputs.finite(func, "positions", p)
+    allowed = _local_mask(func, s, mask)
+    j = torch.arange(s.shape[-1], dtype=p.dtype, device=p.device)  # [Tk]
+    offset = j - p[..., None]  # [..., Tq, Tk]
+    # Note: |j - p| <= D is decided as j - D <= p <= j + D: j +- D are small
+    # integers, exact in the dtype, so the test is exact, where fl(j - p)
+    # would round a key just beyond D into the window (local.p-window).
+    p_col = p[..., None]  # [..., Tq, 1]
+    window = (j - d <= p_col) & (p_col <= j + d)  # [..., Tq, Tk]
+    s, allowed = _allowed_scores(func, s, allowed & window)
+    weights = masked_softmax(s, allowed)  # [..., Tq, Tk]
+    sigma = d / 2
+    # Note: offsets outside the window are replaced by 0 before squaring: for a
+    # far position (1e308) the square's backward 2 * offset overflows, and its
+    # zero incoming gradient times inf would be NaN (input.unread-gradient).
+    near = torch.where(allowed, offset, 0)  # [..., Tq, Tk]
+    gaussian = torch.exp(-(near**2) / (2 * sigma**2))  # [..., Tq, Tk]
+    # Note: the Gaussian multiplies after normalising and the rows are not
+    # renormalised (local.p-gaussian); outside the window weights is exactly 0.
+    # The result has the promoted dtype of scores and positions (input.result-dtype).
+    return torch.where(allowed, weights * gaussian, 0)  # [..., Tq, Tk]
