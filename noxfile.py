@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox`` runs tests, typecheck, lint and docs; ``nox -s demo`` the main job."""
+"""Developer tasks: ``nox`` runs tests, typecheck, lint and docs; ``nox -s check`` the main job."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def tests(session: nox.Session) -> None:
     """Run the test suite, in parallel where there is more than one core."""
     _install(session, "test")
     workers = ["-n", "auto"] if (os.cpu_count() or 1) > 1 else []
-    session.run("pytest", *workers, *session.posargs)
+    # Keras (a built-in oracle target) must pick its PyTorch backend before it is imported.
+    session.run("pytest", *workers, *session.posargs, env={"KERAS_BACKEND": "torch"})
 
 
 @nox.session
@@ -74,10 +75,31 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
-def demo(session: nox.Session) -> None:
-    """Run the main job: the attnspec command line."""
-    _install(session)
-    session.run("attnspec", *session.posargs)
+def vectors(session: nox.Session) -> None:
+    """Regenerate the golden vectors from the exact mpmath reference (``-- --check``: compare)."""
+    _install(session, "vectors")
+    session.run("python", "-m", "attnref.golden", *session.posargs)
+
+
+@nox.session
+def precision(session: nox.Session) -> None:
+    """Print the precision report: the float64 reference against the mpmath truth, per clause."""
+    _install(session, "vectors")
+    session.run("python", "-m", "attnref.precision", *session.posargs)
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """Run the main job: the oracle against every built-in implementation (attnspec check)."""
+    session.install("-c", CONSTRAINTS, "-e", ".[torch,jax,keras,oracle]")
+    session.run("attnspec", "check", *session.posargs, env={"KERAS_BACKEND": "torch"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Time the oracle (default and quick runs) and a full-size float64 check."""
+    session.install("-c", CONSTRAINTS, "-e", ".[torch,jax,keras,oracle]")
+    session.run("python", "-m", "attnref.oracle.bench", *session.posargs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,6 @@
+"""Adapters that present framework implementations to the oracle.
+
+Each adapter module imports its framework, so import the one you need:
+:mod:`attnref.oracle.adapters.torch`, :mod:`attnref.oracle.adapters.jax`,
+:mod:`attnref.oracle.adapters.keras`, :mod:`attnref.oracle.adapters.numpy`.
+"""

@@ -1,0 +1,77 @@
+"""Benchmark of the oracle: how long a check takes, and what a full-size check costs.
+
+Run ``python -m attnref.oracle.bench`` (or ``nox -s bench``). It prints, for
+each target asked for, the wall time of a default run and of a ``--quick``
+run, then the time and peak memory of a full-size float64 check
+(``Tq = Tk = 4096``, ``d = 128``, ``B·H = 8``) of the first target. Figures
+come from this run on this machine: timing belongs here, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+
+from attnref.oracle.command import DEFAULT_EXAMPLES, QUICK_EXAMPLES
+from attnref.oracle.large import check_large
+from attnref.oracle.run import check_implementation
+from attnref.oracle.targets import TARGETS, resolve
+
+__all__ = ["main"]
+
+
+def _peak_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the benchmark table; returns 0, or 1 if a target failed a check."""
+    parser = argparse.ArgumentParser(prog="python -m attnref.oracle.bench")
+    parser.add_argument("targets", nargs="*", default=["attnref.torch", "torch.sdpa"])
+    parser.add_argument("--length", type=int, default=4096, help="Tq = Tk of the full-size check")
+    parser.add_argument("--heads", type=int, default=8, help="B*H of the full-size check")
+    parser.add_argument("--d", type=int, default=128, help="feature size of the full-size check")
+    parser.add_argument("--no-large", action="store_true", help="skip the full-size check")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    failed = False
+    print(f"{'target':<30} {'mode':<8} {'examples':>8} {'clauses':>7} {'seconds':>8}  verdict")
+    for name in args.targets:
+        if name not in TARGETS or TARGETS[name].missing():
+            print(f"{name:<30} skipped (unknown or not installed)")
+            continue
+        for mode, examples in (("default", DEFAULT_EXAMPLES), ("quick", QUICK_EXAMPLES)):
+            impl, expected = resolve(name)
+            start = time.perf_counter()
+            report = check_implementation(impl, max_examples=examples, expected_failures=expected)
+            seconds = time.perf_counter() - start
+            verdict = "conforms" if report.passed else "DOES NOT CONFORM"
+            failed = failed or not report.passed
+            print(
+                f"{name:<30} {mode:<8} {examples:>8} {len(report.results):>7} "
+                f"{seconds:>8.1f}  {verdict}"
+            )
+    if not args.no_large and args.targets:
+        impl, _ = resolve(args.targets[0])
+        before = _peak_mib()
+        run = check_large(impl, heads=args.heads, length=args.length, d=args.d)
+        print()
+        print(
+            f"full-size check of {args.targets[0]} ({impl.dtype}), shape "
+            f"{list(run.shape)}, {run.rows_judged} rows judged in extended precision:"
+        )
+        timing = f"{run.implementation_seconds:.1f} s, judging {run.judging_seconds:.1f} s"
+        print(f"  implementation {timing}")
+        print(f"  peak resident memory {_peak_mib():.0f} MiB (before: {before:.0f} MiB)")
+        print(f"  {run.result.clause}: {run.result.status} ({run.result.message})")
+        failed = failed or run.result.status != "passed"
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

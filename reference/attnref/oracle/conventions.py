@@ -1,0 +1,142 @@
+"""Conventions an implementation may declare, and the features it offers.
+
+Established libraries differ in a few legitimate choices (FIELD-NOTES:
+fully masked rows, causal alignment, mask polarity, layout). An
+implementation declares its choices; the oracle translates its inputs to
+them, checks that the implementation follows what it declares, and judges
+everything else by the spec. An undeclared choice means the spec's default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from attnspec.errors import ArgumentError
+from attnspec.typing import CausalAlignment
+
+__all__ = [
+    "FEATURES",
+    "Conventions",
+    "Feature",
+    "FullyMaskedRow",
+    "Layout",
+    "MaskPolarity",
+]
+
+FullyMaskedRow = Literal["zero", "uniform", "nan", "raises", "unsupported"]
+"""What a row with no allowed key gives: the spec's zero weights and context
+(PyTorch SDPA, ONNX); uniform weights over every key, i.e. the mean of the
+values (JAX, onnxruntime CUDA); NaN (``nn.MultiheadAttention`` and many
+ports); an exception; or ``unsupported``: the implementation documents that
+every row must keep a key (Keras), so the oracle draws no fully masked rows
+and reports the clause as skipped."""
+
+MaskPolarity = Literal["attend", "ignore"]
+"""Meaning of ``True`` in a boolean mask: *may attend* (the spec, SDPA, JAX)
+or *ignore this key* (``nn.MultiheadAttention``'s ``key_padding_mask``)."""
+
+Layout = Literal["BHTD", "BTHD"]
+"""Axis order of query/key/value: ``[B, H, T, d]`` (the spec, PyTorch, ONNX) or
+``[B, T, H, d]`` (JAX)."""
+
+Feature = Literal[
+    "scale",
+    "bool_mask",
+    "key_padding_mask",
+    "additive_mask",
+    "causal",
+    "causal_with_mask",
+    "gqa",
+    "weights",
+    "gradients",
+    "distinct_value_dim",
+]
+"""Optional capabilities: a scale override; boolean masks of any broadcastable
+shape; key-padding masks only (``[B, Tk]``); additive masks; a causal flag;
+the causal flag and a mask together; grouped query heads; returning the
+weights; gradients by the implementation's own autodiff; and values whose
+feature size differs from the keys'."""
+
+
+FEATURES: tuple[Feature, ...] = (
+    "scale",
+    "bool_mask",
+    "key_padding_mask",
+    "additive_mask",
+    "causal",
+    "causal_with_mask",
+    "gqa",
+    "weights",
+    "gradients",
+    "distinct_value_dim",
+)
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """The legitimate choices an implementation declares.
+
+    Attributes
+    ----------
+    fully_masked_row
+        See :data:`FullyMaskedRow`; the spec's default is ``"zero"``.
+    causal_alignment
+        Alignment of the implementation's causal flag when ``Tq != Tk``.
+    mask_polarity
+        See :data:`MaskPolarity`; the spec's default is ``"attend"``.
+    layout
+        See :data:`Layout`; the spec's default is ``"BHTD"``.
+    declared
+        Names of the fields the implementation declared explicitly; the
+        report lists them, the rest are the spec's defaults.
+    """
+
+    fully_masked_row: FullyMaskedRow = "zero"
+    causal_alignment: CausalAlignment = "top_left"
+    mask_polarity: MaskPolarity = "attend"
+    layout: Layout = "BHTD"
+    declared: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @classmethod
+    def declare(
+        cls,
+        *,
+        fully_masked_row: FullyMaskedRow | None = None,
+        causal_alignment: CausalAlignment | None = None,
+        mask_polarity: MaskPolarity | None = None,
+        layout: Layout | None = None,
+    ) -> Conventions:
+        """Conventions with the given fields declared and the rest left at the spec default.
+
+        >>> Conventions.declare(layout="BTHD").describe().split("; ")[-1]
+        'layout=BTHD (declared)'
+        """
+        given = {
+            "fully_masked_row": (
+                fully_masked_row,
+                ("zero", "uniform", "nan", "raises", "unsupported"),
+            ),
+            "causal_alignment": (causal_alignment, ("top_left", "bottom_right")),
+            "mask_polarity": (mask_polarity, ("attend", "ignore")),
+            "layout": (layout, ("BHTD", "BTHD")),
+        }
+        for name, (value, options) in given.items():
+            if value is not None and value not in options:
+                listed = ", ".join(repr(o) for o in options)
+                raise ArgumentError(f"{name} must be one of {listed}; got {value!r}")
+        return cls(
+            fully_masked_row=fully_masked_row or "zero",
+            causal_alignment=causal_alignment or "top_left",
+            mask_polarity=mask_polarity or "attend",
+            layout=layout or "BHTD",
+            declared=frozenset(name for name, (value, _) in given.items() if value is not None),
+        )
+
+    def describe(self) -> str:
+        """One line: every convention, marking the declared ones."""
+        parts = []
+        for name in ("fully_masked_row", "causal_alignment", "mask_polarity", "layout"):
+            mark = " (declared)" if name in self.declared else ""
+            parts.append(f"{name}={getattr(self, name)}{mark}")
+        return "; ".join(parts)

@@ -1,0 +1,110 @@
+"""The gradients the spec prescribes for a case, and the rows no gradient may reach."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from attnref import vjp
+from attnref.oracle.conventions import Conventions
+from attnref.oracle.expected import (
+    allowed_positions,
+    evaluate,
+    fully_masked_rows,
+    reference_call,
+)
+from attnref.oracle.protocol import Case, Float64Array
+from attnref.oracle.tolerance import truth_dtype
+
+__all__ = ["reference_vjp", "unread_rows"]
+
+
+def _bfloat16_vjp(case: Case, conventions: Conventions, cotangent: Float64Array) -> dict[str, Any]:
+    """The naive bfloat16 gradient: autograd through the PyTorch twin (NumPy has no bfloat16)."""
+    import torch
+
+    import attnref.torch as twin
+
+    leaves: dict[str, torch.Tensor] = {}
+
+    def convert(a: npt.NDArray[Any]) -> Any:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if t.dtype == torch.bool:
+            return t
+        for name, source in case.arrays.items():
+            if source is a:
+                leaves[name] = t.to(torch.bfloat16).requires_grad_(True)
+                return leaves[name]
+        return t.to(torch.bfloat16)
+
+    name, positional, kwargs = reference_call(case, conventions, convert)
+    context, _ = getattr(twin, name)(*positional, **kwargs)
+    torch.autograd.backward((context.double() * torch.from_numpy(cotangent)).sum())
+    return {n: None if t.grad is None else t.grad.double().numpy() for n, t in leaves.items()}
+
+
+def reference_vjp(
+    case: Case, conventions: Conventions, cotangent: Float64Array, /, *, dtype: str | None = None
+) -> dict[str, Float64Array]:
+    """Gradients of ``sum(context * cotangent)`` w.r.t. the case's query, keys and values.
+
+    ``dtype=None`` evaluates the exact VJP of :mod:`attnref.vjp` in extended
+    precision (the truth); a dtype name evaluates it naively in that dtype.
+    Rows a declared convention fills with the mean of the values
+    (``uniform``) contribute ``cotangent / Tk`` to every value row.
+    """
+    names = (
+        ("query", "keys", "values") if case.function == "attention" else ("query", "key", "value")
+    )
+    if dtype == "bfloat16":
+        raw = _bfloat16_vjp(case, conventions, cotangent)
+    else:
+        compute = truth_dtype() if dtype is None else np.dtype(dtype)
+
+        def convert(a: npt.NDArray[Any]) -> Any:
+            x = np.asarray(a)
+            return x if x.dtype == np.bool_ else x.astype(compute)
+
+        name, positional, kwargs = reference_call(case, conventions, convert)
+        spec_rows = Conventions(causal_alignment=conventions.causal_alignment)
+        weights_shape = evaluate(case, spec_rows).weights.shape
+        pair = (np.asarray(cotangent, dtype=compute), np.zeros(weights_shape, dtype=compute))
+        raw = getattr(vjp, f"vjp_{name}")(*positional, **kwargs, cotangent=pair)._asdict()
+    grads = {n: np.asarray(raw[n], dtype=np.float64) for n in names}
+    if conventions.fully_masked_row == "uniform":
+        grads[names[2]] = grads[names[2]] + _uniform_rows_vjp(case, conventions, cotangent)
+    return grads
+
+
+def _uniform_rows_vjp(
+    case: Case, conventions: Conventions, cotangent: Float64Array
+) -> Float64Array:
+    """``d/dvalues`` of the rows that a ``uniform`` convention sets to the mean of the values."""
+    values = case.arrays["values"] if case.function == "attention" else case.arrays["value"]
+    rows = np.broadcast_to(fully_masked_rows(case, conventions), cotangent.shape[:-1])
+    c = np.where(rows[..., None], cotangent, 0.0)  # [..., Tq, d_v]
+    per_row = c.sum(axis=-2, keepdims=True) / values.shape[-2]  # [..., 1, d_v]
+    if case.options.get("enable_gqa"):
+        heads_k = values.shape[-3]
+        per_row = per_row.reshape(*per_row.shape[:-3], heads_k, -1, 1, per_row.shape[-1]).sum(-3)
+    return np.broadcast_to(per_row, values.shape).copy()
+
+
+def unread_rows(case: Case, conventions: Conventions) -> dict[str, npt.NDArray[np.bool_]]:
+    """Rows of query/key/value that no output reads, so their gradient must be exactly 0."""
+    names = (
+        ("query", "keys", "values") if case.function == "attention" else ("query", "key", "value")
+    )
+    allowed = allowed_positions(case, conventions)
+    q_unread = np.asarray(~allowed.any(axis=-1), dtype=np.bool_)  # [..., Tq]
+    k_unread = np.asarray(~allowed.any(axis=-2), dtype=np.bool_)  # [..., Tk] per query head
+    if case.options.get("enable_gqa"):
+        heads_k = case.arrays[names[1]].shape[-3]
+        grouped = k_unread.reshape(*k_unread.shape[:-2], heads_k, -1, k_unread.shape[-1])
+        k_unread = np.asarray(grouped.all(axis=-2), dtype=np.bool_)
+    rows: dict[str, npt.NDArray[np.bool_]] = {names[0]: q_unread, names[1]: k_unread}
+    if conventions.fully_masked_row == "zero":
+        rows[names[2]] = k_unread  # under "uniform" a fully masked row reads every value
+    return rows

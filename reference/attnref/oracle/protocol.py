@@ -1,0 +1,178 @@
+"""What an implementation under test offers the oracle, and what it hands back.
+
+The oracle speaks NumPy at the boundary: a :class:`Case` holds float64
+arrays in the spec's layout and mask polarity, already rounded to the
+implementation's dtype, and the implementation returns an :class:`Output`
+of float64 copies of what it computed. Adapters for PyTorch, JAX and NumPy
+callables (:mod:`attnref.oracle.adapters`) do the conversions; a third party
+can implement :class:`Implementation` directly and type-check it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from attnref.oracle.conventions import Conventions, Feature
+from attnspec.typing import ScoreKind
+
+__all__ = ["Case", "Float64Array", "Function", "Implementation", "Output", "ScoreForm"]
+
+Float64Array = npt.NDArray[np.float64]
+
+Function = Literal["scaled_dot_product_attention", "attention"]
+"""The spec functions the oracle checks implementations of."""
+
+
+@dataclass(frozen=True)
+class ScoreForm:
+    """The score an ``attention`` implementation computes and which parameters it takes.
+
+    Parameters of the kind that are not ``free`` are fixed by the
+    implementation: weight matrices to the identity, weight vectors to ones.
+    For example Keras' ``AdditiveAttention(use_scale=True)`` is
+    ``ScoreForm("additive", frozenset({"v_a"}))``.
+    """
+
+    kind: ScoreKind
+    free: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of a spec function, as the spec states it.
+
+    Attributes
+    ----------
+    function
+        The spec function.
+    arrays
+        Float64 arrays by the spec's parameter names (``query``, ``key``,
+        ``value`` for SDPA; ``query``, ``keys``, ``values`` and the score
+        parameters for ``attention``), already representable in the
+        implementation's dtype. Layout ``[B, H, T, d]`` for SDPA and
+        ``[B, T, d]`` for ``attention``.
+    mask
+        ``None``, a boolean mask (``True`` = may attend) or an additive
+        float64 mask, broadcastable to the scores.
+    options
+        Keyword options of the spec function (``scale``, ``is_causal``,
+        ``enable_gqa``, ``score``); ``causal_alignment`` is never passed:
+        the implementation's declared alignment is used.
+    """
+
+    function: Function
+    arrays: Mapping[str, Float64Array]
+    mask: npt.NDArray[Any] | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    def save(self, path: str, /) -> None:
+        """Write the case to an ``.npz`` file that :meth:`load` reads back exactly."""
+        payload: dict[str, Any] = {f"array_{k}": v for k, v in self.arrays.items()}
+        if self.mask is not None:
+            payload["mask"] = self.mask
+        payload["function"] = np.array(self.function)
+        payload["options"] = np.array(repr(dict(self.options)))
+        np.savez(path, **payload)
+
+    @classmethod
+    def load(cls, path: str, /) -> Case:
+        """Read a case written by :meth:`save`."""
+        import ast
+
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k[6:]: data[k] for k in data.files if k.startswith("array_")}
+            mask = data["mask"] if "mask" in data.files else None
+            function = str(data["function"])
+            options = ast.literal_eval(str(data["options"]))
+        if function not in ("scaled_dot_product_attention", "attention"):
+            raise ValueError(f"{path} holds an unknown function {function!r}")
+        return cls(function, arrays, mask, options)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Output:
+    """What an implementation computed for a :class:`Case`, as float64 copies.
+
+    Attributes
+    ----------
+    context
+        The context in the spec's layout.
+    weights
+        The attention weights, or ``None`` when the implementation does not
+        return them.
+    dtype
+        Name of the dtype the implementation's result had (``"float32"``...).
+    mutated
+        Names of the arguments the implementation modified in place.
+    """
+
+    context: Float64Array
+    weights: Float64Array | None = None
+    dtype: str = "float64"
+    mutated: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Implementation(Protocol):
+    """An attention implementation the oracle can check.
+
+    Adapters in :mod:`attnref.oracle.adapters` implement it for PyTorch, JAX
+    and NumPy callables; implement it yourself for anything else. An
+    implementation that compiles once per input shape may also set a class
+    attribute ``compiles_per_shape = True``: the oracle then draws its cases
+    from a few fixed sizes that keep the edge cases.
+    """
+
+    @property
+    def name(self) -> str:
+        """A short name for reports (``"torch.sdpa"``)."""
+        ...
+
+    @property
+    def framework(self) -> str:
+        """The framework that computes (``"torch"``, ``"jax"``, ``"numpy"``...)."""
+        ...
+
+    @property
+    def dtype(self) -> str:
+        """The dtype it computes in: ``float64``, ``float32``, ``float16`` or ``bfloat16``."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where it computes (``"cpu"``, ``"cuda:0"``...)."""
+        ...
+
+    @property
+    def function(self) -> Function:
+        """The spec function it implements."""
+        ...
+
+    @property
+    def score_form(self) -> ScoreForm | None:
+        """For ``attention``: the score it computes; ``None`` for SDPA."""
+        ...
+
+    @property
+    def conventions(self) -> Conventions:
+        """The conventions it declares."""
+        ...
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        """The optional features it offers."""
+        ...
+
+    def forward(self, case: Case, /) -> Output:
+        """Compute the case; raise any exception the implementation raises."""
+        ...
+
+    def vjp(self, case: Case, cotangent: Float64Array, /) -> Mapping[str, Float64Array]:
+        """Gradients of ``sum(context * cotangent)`` w.r.t. the case's arrays, by the
+        implementation's own autodiff, as float64 arrays in the spec's layout."""
+        ...

@@ -1,0 +1,208 @@
+"""Running the checks against an implementation: :func:`check_implementation`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+
+from attnref.oracle.cases import cases
+from attnref.oracle.checks import Check, Measure, MismatchError, checks_for
+from attnref.oracle.protocol import Case, Implementation
+from attnref.oracle.report import ClauseResult, Report
+from attnspec import clauses
+from attnspec.errors import ArgumentError
+
+__all__ = ["check_clause", "check_implementation", "replay"]
+
+Progress = Callable[[ClauseResult], None]
+
+
+def _judge(check: Check, impl: Implementation, case: Case) -> Measure:
+    """The worst measure of one case; :class:`MismatchError` when it exceeds its allowance."""
+    measures = check.verify(impl, case)
+    if not measures:
+        return Measure("nothing to compare", 0.0, 0.0)
+    worst = max(measures, key=lambda m: m.ratio)
+    if worst.ratio > 1:
+        raise MismatchError(worst.describe())
+    return worst
+
+
+def check_clause(
+    check: Check,
+    clause: str,
+    impl: Implementation,
+    /,
+    *,
+    max_examples: int,
+    seed_value: int,
+    expected_failure: str | None = None,
+    save_dir: Path | None = None,
+    target: str | None = None,
+) -> ClauseResult:
+    """Run one check with Hypothesis and return its verdict.
+
+    The last failing case Hypothesis tries is the shrunk one; it is kept,
+    saved as ``.npz`` under ``save_dir`` and named in a reproduce command.
+    """
+    reason = check.missing(impl)
+    if reason is not None:
+        return ClauseResult(clause, check.id, "skipped", message=reason)
+    tried = 0
+    worst: Measure | None = None
+    failing: list[tuple[Case, str]] = []
+
+    @settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        phases=(Phase.generate, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    @seed(seed_value)
+    @given(cases(impl, check.spec))
+    def probe(case: Case) -> None:
+        nonlocal tried, worst
+        tried += 1
+        try:
+            measure = _judge(check, impl, case)
+        except MismatchError as mismatch:
+            failing.append((case, str(mismatch)))
+            raise
+        if worst is None or measure.ratio > worst.ratio:
+            worst = measure
+
+    try:
+        probe()
+    except Exception:
+        # Hypothesis re-raises the shrunk MismatchError, or reports flakiness when
+        # the same case passed on a re-run (a nondeterministic implementation,
+        # such as dropout left on); both are failures of this clause. Any other
+        # exception without a recorded failure is the oracle's own bug: loud.
+        if not failing:
+            raise
+    if not failing:
+        detail = worst.describe() if worst is not None else ""
+        if expected_failure is not None:
+            # Note: not finding a counterexample in a sample is no proof of
+            # conformance, so an expected failure that did not show is reported
+            # as passed with a note rather than failing the run.
+            detail = (
+                f"expected to fail ({expected_failure}), but no counterexample in {tried} "
+                "examples; if it keeps passing with more examples, remove it from the list"
+            )
+        return ClauseResult(
+            clause, check.id, "passed", tried, worst.ratio if worst else 0.0, detail
+        )
+    case, message = failing[-1]
+    path = None
+    command = None
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        path = str(save_dir / f"{clause}.npz")
+        case.save(path)
+        command = f"attnspec check {target or impl.name} --clause {clause} --replay {path}"
+    if expected_failure is not None:
+        return ClauseResult(
+            clause,
+            check.id,
+            "xfail",
+            tried,
+            float("inf"),
+            f"{message} (expected: {expected_failure})",
+            path,
+            command,
+        )
+    return ClauseResult(clause, check.id, "failed", tried, float("inf"), message, path, command)
+
+
+def check_implementation(
+    impl: Implementation,
+    /,
+    *,
+    max_examples: int = 60,
+    seed: int = 0,
+    clauses_to_check: frozenset[str] | None = None,
+    expected_failures: Mapping[str, str] | None = None,
+    save_dir: str | Path | None = None,
+    target: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Check an implementation against every clause that applies to it.
+
+    Parameters
+    ----------
+    impl
+        The implementation (see :class:`~attnref.oracle.protocol.Implementation`).
+    max_examples
+        Hypothesis examples per clause.
+    seed
+        Seed of the example generation; the same seed draws the same cases.
+    clauses_to_check
+        Only these clause IDs (all when ``None``).
+    expected_failures
+        ``{clause: reason}``: failures of these clauses are reported as
+        ``xfail``; one that shows no failure is reported as passed, with a
+        note that the list may be stale.
+    save_dir
+        Where to save shrunk counterexamples (``None``: not saved).
+    target
+        How the command line names the implementation, for reproduce commands.
+    progress
+        Called with each clause's result as soon as it is known.
+    """
+    expected = dict(expected_failures or {})
+    known = set(clauses.ids())
+    for clause in list(expected) + sorted(clauses_to_check or ()):
+        if clause not in known:
+            raise ArgumentError(f"{clause!r} is not a clause ID of attnspec (see attnspec.clauses)")
+    start = time.perf_counter()
+    results = []
+    for check, clause in checks_for(impl):
+        if clauses_to_check is not None and clause not in clauses_to_check:
+            continue
+        result = check_clause(
+            check,
+            clause,
+            impl,
+            max_examples=max_examples,
+            seed_value=seed,
+            expected_failure=expected.get(clause),
+            save_dir=Path(save_dir) if save_dir is not None else None,
+            target=target,
+        )
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return Report(
+        target=target or impl.name,
+        function=impl.function,
+        framework=impl.framework,
+        dtype=impl.dtype,
+        device=impl.device,
+        conventions=impl.conventions.describe(),
+        features=tuple(sorted(impl.features)),
+        seed=seed,
+        max_examples=max_examples,
+        results=tuple(results),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def replay(impl: Implementation, clause: str, path: str | Path, /) -> ClauseResult:
+    """Judge the saved case at ``path`` on ``clause`` once, without Hypothesis."""
+    case = Case.load(str(path))
+    for check, resolved in checks_for(impl):
+        if resolved == clause:
+            try:
+                measure = _judge(check, impl, case)
+            except MismatchError as mismatch:
+                return ClauseResult(clause, check.id, "failed", 1, float("inf"), str(mismatch))
+            return ClauseResult(clause, check.id, "passed", 1, measure.ratio, measure.describe())
+    raise ArgumentError(f"{clause!r} is not checked for {impl.name} ({impl.function})")

@@ -1,0 +1,277 @@
+"""The built-in targets: established implementations, with their declared conventions.
+
+``attnspec check`` with no target checks all of them. Each declares the
+conventions it follows and lists, with the reason, the clauses it is known
+to break: those are reported as ``xfail``; any other failing clause fails
+the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from attnref.oracle.conventions import Conventions, Feature
+from attnref.oracle.protocol import Implementation
+from attnspec.errors import ArgumentError
+
+__all__ = ["TARGETS", "Target", "resolve"]
+
+_NAN_LEAK = (
+    "NaN or inf at a masked key or value reaches the output or its gradient through "
+    "0 * NaN (pytorch/pytorch#101967)"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named implementation the command line knows.
+
+    Attributes
+    ----------
+    name
+        The name to pass to ``attnspec check``.
+    description
+        One line for ``attnspec check --list``.
+    factory
+        Builds the implementation (imports its framework lazily).
+    expected_failures
+        ``{clause: reason}`` for the clauses it is known to break.
+    needs
+        Modules it imports; a target whose modules are missing is reported,
+        not crashed on.
+    """
+
+    name: str
+    description: str
+    factory: Callable[[], Implementation]
+    expected_failures: Mapping[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """The modules of :attr:`needs` that cannot be imported."""
+        absent = []
+        for module in self.needs:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                absent.append(module)
+        return absent
+
+
+_TWIN_FEATURES: frozenset[Feature] = frozenset(
+    {
+        "scale",
+        "bool_mask",
+        "additive_mask",
+        "causal",
+        "causal_with_mask",
+        "gqa",
+        "weights",
+        "gradients",
+        "distinct_value_dim",
+    }
+)
+
+
+def _twin() -> Implementation:
+    import attnref.torch as twin
+    from attnref.oracle.adapters.torch import TorchSDPA
+
+    def sdpa(q: Any, k: Any, v: Any, **kwargs: Any) -> Any:
+        return twin.scaled_dot_product_attention(q, k, v, **kwargs)
+
+    return TorchSDPA(sdpa, name="attnref.torch", features=_TWIN_FEATURES)
+
+
+def _torch_sdpa() -> Implementation:
+    from torch.nn import functional
+
+    from attnref.oracle.adapters.torch import TorchSDPA
+
+    return TorchSDPA(
+        functional.scaled_dot_product_attention,
+        name="torch.sdpa",
+        mask_arg="attn_mask",
+    )
+
+
+def _torch_mha() -> Implementation:
+    from attnref.oracle.adapters.torch import TorchMultiheadAttention
+
+    return TorchMultiheadAttention(
+        conventions=Conventions.declare(mask_polarity="ignore", fully_masked_row="nan")
+    )
+
+
+def _jax() -> Implementation:
+    import jax
+
+    from attnref.oracle.adapters.jax import JaxSDPA
+
+    return JaxSDPA(
+        jax.nn.dot_product_attention, name="jax.nn.dot_product_attention", dtype="float32"
+    )
+
+
+def _keras(kind: str) -> Callable[[], Implementation]:
+    def build() -> Implementation:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        from attnref.oracle.adapters.keras import KerasAttention
+
+        return KerasAttention(kind=kind, name=f"keras.layers.{kind}", dtype="float32")
+
+    return build
+
+
+_KERAS_MASK = (
+    "Keras masks by subtracting 1e9 from a masked score, so a masked key whose score "
+    "exceeds about 1e9 keeps its weight (keras attention.py, _apply_scores)"
+)
+
+TARGETS: Mapping[str, Target] = MappingProxyType(
+    {
+        t.name: t
+        for t in (
+            Target(
+                "attnref.torch",
+                "the PyTorch twin of the reference, float64, every feature",
+                _twin,
+                needs=("torch",),
+            ),
+            Target(
+                "torch.sdpa",
+                "torch.nn.functional.scaled_dot_product_attention, float64",
+                _torch_sdpa,
+                {
+                    "input.unread-nonfinite": _NAN_LEAK,
+                    "distribution.stable": (
+                        "with a tiny scale (2**-600) and inputs near 2**512 the unscaled "
+                        "product overflows, giving NaN (golden vector overflow-before-scale)"
+                    ),
+                },
+                needs=("torch",),
+            ),
+            Target(
+                "torch.mha",
+                "torch.nn.MultiheadAttention with identity projections, float64",
+                _torch_mha,
+                {
+                    "distribution.fully-masked-row": (
+                        "a fully masked row is NaN, and the output projection spreads it to "
+                        "every head of that query (pytorch/pytorch#41508)"
+                    ),
+                    "input.unread-nonfinite": _NAN_LEAK,
+                },
+                needs=("torch",),
+            ),
+            Target(
+                "jax.nn.dot_product_attention",
+                "jax.nn.dot_product_attention, float32 (its softmax is always float32)",
+                _jax,
+                {
+                    "input.unread-nonfinite": (
+                        "the gradient through jnp.where at a masked NaN is NaN"
+                    ),
+                },
+                needs=("jax",),
+            ),
+            Target(
+                "keras.Attention",
+                "keras.layers.Attention (dot score) on the torch backend, float32",
+                _keras("Attention"),
+                {
+                    "distribution.masked-zero": _KERAS_MASK,
+                    "input.unread-positions": _KERAS_MASK,
+                    "input.unread-gradient": _KERAS_MASK,
+                    "input.unread-nonfinite": _NAN_LEAK,
+                },
+                needs=("keras", "torch"),
+            ),
+            Target(
+                "keras.AdditiveAttention",
+                "keras.layers.AdditiveAttention (additive score) on the torch backend, float32",
+                _keras("AdditiveAttention"),
+                {"input.unread-nonfinite": _NAN_LEAK},
+                needs=("keras", "torch"),
+            ),
+        )
+    }
+)
+"""Every built-in target by name, in the order ``attnspec check`` runs them."""
+
+
+def resolve(spec: str, /) -> tuple[Implementation, Mapping[str, str]]:
+    """The implementation named by ``spec`` and its expected failures.
+
+    ``spec`` is a built-in name (:data:`TARGETS`) or ``package.module:attr``
+    where ``attr`` is an :class:`~attnref.oracle.protocol.Implementation`, a
+    zero-argument factory of one, or a PyTorch callable of the SDPA form
+    ``fn(query, key, value, *, mask=None, scale=None)`` (wrapped in
+    :class:`~attnref.oracle.adapters.torch.TorchSDPA`).
+
+    Raises
+    ------
+    ArgumentError
+        If the name is unknown, the module cannot be imported or the
+        attribute is none of the above.
+    """
+    if spec in TARGETS:
+        target = TARGETS[spec]
+        absent = target.missing()
+        if absent:
+            raise ArgumentError(
+                f"target {spec!r} needs {', '.join(absent)}, which cannot be imported; "
+                f"install it (e.g. pip install 'attnspec[{absent[0]}]')"
+            )
+        return target.factory(), target.expected_failures
+    if ":" not in spec:
+        known = ", ".join(TARGETS)
+        raise ArgumentError(
+            f"target must be a built-in name ({known}) or 'package.module:attr'; got {spec!r}"
+        )
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ArgumentError(f"cannot import {module_name!r} for target {spec!r}: {error}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ArgumentError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(obj, Implementation):
+        return obj, {}
+    if callable(obj):
+        made = _try_factory(obj)
+        if made is not None:
+            return made, {}
+        from attnref.oracle.adapters.torch import TorchSDPA
+
+        return TorchSDPA(obj, name=spec), {}
+    raise ArgumentError(
+        f"{spec!r} is neither an Implementation, a factory of one, nor a callable; "
+        f"got {type(obj).__name__}"
+    )
+
+
+def _try_factory(obj: Callable[..., Any]) -> Implementation | None:
+    """``obj()`` if ``obj`` takes no arguments and returns an Implementation, else ``None``."""
+    import inspect
+
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    required = [
+        p
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        return None
+    made = obj()
+    return made if isinstance(made, Implementation) else None

@@ -1,0 +1,70 @@
+"""The oracle's pytest entry: one test per clause, readable IDs, skip/xfail/fail outcomes."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+MODULE = """
+import torch
+from attnref.oracle.adapters.torch import TorchSDPA
+from attnref.oracle.pytest_plugin import parametrize_with_checks
+import attnref.torch as twin
+
+
+def sdpa(q, k, v, **kw):
+    return twin.scaled_dot_product_attention(q, k, v, **kw)
+
+
+def inverted(q, k, v, mask=None, **kw):
+    return twin.scaled_dot_product_attention(q, k, v, mask=None if mask is None else ~mask, **kw)
+
+
+GOOD = TorchSDPA(sdpa, name="good", features=frozenset({"bool_mask", "weights"}))
+BAD = TorchSDPA(inverted, name="bad", features=frozenset({"bool_mask", "weights"}))
+
+
+@parametrize_with_checks(GOOD)
+def test_good(attnspec_check, attnspec_settings):
+    attnspec_check(attnspec_settings)
+
+
+@parametrize_with_checks(BAD, expected_failures={"distribution.masked-zero": "known"})
+def test_bad(attnspec_check, attnspec_settings):
+    attnspec_check(attnspec_settings)
+"""
+
+
+def test_one_test_per_clause_with_readable_ids(pytester: pytest.Pytester) -> None:
+    """distribution.mask-polarity: the inverted mask fails that clause's own test, by ID."""
+    pytester.makepyfile(test_conformance=MODULE)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "attnref.oracle.pytest_plugin",
+        "--attnspec-max-examples=15",
+        "-k",
+        "mask-polarity",
+        "-v",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_good?good/distribution.mask-polarity? PASSED*",
+            "*test_bad?bad/distribution.mask-polarity? FAILED*",
+        ]
+    )
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_skips_and_expected_failures(pytester: pytest.Pytester) -> None:
+    """A clause needing an absent feature is skipped; a listed failure is an xfail."""
+    pytester.makepyfile(test_conformance=MODULE)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "attnref.oracle.pytest_plugin",
+        "--attnspec-max-examples=15",
+        "-k",
+        "bad and (masked-zero or causal-top-left)",
+        "-rsx",
+    )
+    result.assert_outcomes(skipped=1, xfailed=1)

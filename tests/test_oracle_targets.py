@@ -1,0 +1,40 @@
+"""Every built-in target conforms, once its declared conventions and known departures count.
+
+A known departure is listed with its reason in :mod:`attnref.oracle.targets`;
+anything else that fails here is either a bug in the oracle (a wrong FAIL) or
+a change in the library that the list must learn about.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from attnref.oracle import check_implementation
+from attnref.oracle.targets import TARGETS, resolve
+from attnspec import clauses
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+EXAMPLES = 20
+"""Examples per clause: enough to meet every clause's adversarial cases several times."""
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_builtin_target_conforms(name: str) -> None:
+    """sdpa.formula, attention.composition and every other clause the target claims."""
+    if TARGETS[name].missing():
+        pytest.skip(f"{name} needs {', '.join(TARGETS[name].missing())}")
+    impl, expected = resolve(name)
+    report = check_implementation(impl, max_examples=EXAMPLES, expected_failures=expected)
+    assert report.passed, report.table()
+    assert report.counts()["passed"] >= 10, report.table()
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_expected_failures_cite_real_clauses_with_reasons(name: str) -> None:
+    """Each known departure names a clause of the registry and says why."""
+    for clause, reason in TARGETS[name].expected_failures.items():
+        assert clause in clauses.ids()
+        assert len(reason) > 20
