@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 
 import attnref
+from attnref.oracle import Feature
 from attnref.oracle.adapters.numpy import NumpySDPA
 from attnref.oracle.vector_check import check_vectors
 
-FEATURES = NumpySDPA(attnref.scaled_dot_product_attention).features | {"causal_with_mask"}
+EXTRA: frozenset[Feature] = frozenset({"causal_with_mask"})
+FEATURES = NumpySDPA(attnref.scaled_dot_product_attention).features | EXTRA
 
 
 def test_reference_meets_every_vector_it_can_take() -> None:
