@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 import attnref.torch as twin
 from attnref.cli import main
+from attnref.oracle import Case
 
 TESTS = Path(__file__).parent
 
@@ -77,7 +79,7 @@ def test_failing_target_exits_1_with_a_reproduce_command(
     )
     assert status == 1, out
     assert "DOES NOT CONFORM" in out
-    saved = tmp_path / "distribution.mask-polarity.npz"
+    saved = tmp_path / f"{importable}_broken" / "distribution.mask-polarity.npz"
     assert saved.is_file()
     assert f"--replay {saved}" in out
     status, out, _ = run(
@@ -118,6 +120,10 @@ def test_expected_failures_file_turns_the_failure_into_xfail(
         (["check", "attnref.torch", "--clause", "no.such-clause"], "is not a clause ID"),
         (["check", "attnref.torch", "--replay", "missing.npz"], "needs a TARGET and exactly one"),
         (
+            ["check", "keras.Attention", "--clause", "sdpa.formula", "--replay", "SDPA_CASE"],
+            "holds a case of scaled_dot_product_attention",
+        ),
+        (
             ["check", "attnref.torch", "--clause", "sdpa.formula", "--replay", "missing.npz"],
             "is not a file",
         ),
@@ -129,12 +135,18 @@ def test_expected_failures_file_turns_the_failure_into_xfail(
         "unknown clause",
         "replay without clause",
         "replay of a missing file",
+        "replay of another function",
     ],
 )
 def test_usage_errors_exit_2(
-    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
 ) -> None:
     """Usage errors exit 2 with a message saying what to fix."""
+    sdpa_case = tmp_path / "sdpa.npz"
+    Case("scaled_dot_product_attention", {n: np.ones((1, 1, 2, 2)) for n in "qkv"}).save(
+        str(sdpa_case)
+    )
+    argv = [str(sdpa_case) if a == "SDPA_CASE" else a for a in argv]
     status, _, err = run(capsys, *argv)
     assert status == 2
     assert message in err

@@ -629,8 +629,8 @@ def _distribution_cases() -> Iterator[CaseSpec]:
     yield CaseSpec(
         f"{f}/poison-masked",
         (
-            "input.unread-positions",
             "input.unread-nonfinite",
+            "input.unread-positions",
             "input.unread-gradient",
             "distribution.masked-zero",
         ),
@@ -1033,7 +1033,7 @@ def _composite_cases() -> Iterator[CaseSpec]:
     qp[1] = math.nan
     yield CaseSpec(
         f"{f}/poison-masked",
-        ("input.unread-positions", "input.unread-nonfinite", "input.unread-gradient", *comp),
+        ("input.unread-nonfinite", "input.unread-positions", "input.unread-gradient", *comp),
         {"query": qp, "keys": kp, "values": vp},
         {"score": "concat", "mask": pm, **params["concat"]},
         description="NaN keys and inf values at a masked key, a NaN query row with no allowed key",
@@ -1148,8 +1148,8 @@ def _composite_cases() -> Iterator[CaseSpec]:
     yield CaseSpec(
         f"{f}/poison-masked",
         (
-            "input.unread-positions",
             "input.unread-nonfinite",
+            "input.unread-positions",
             "input.unread-gradient",
             "sdpa.formula",
         ),

@@ -25,10 +25,18 @@ from attnref.oracle.rounding import round_to
 __all__ = ["CaseSpec", "MaskStyle", "ValueStyle", "cases"]
 
 ValueStyle = Literal["normal", "large_logits", "ties", "near_ties"]
+"""How the values of a case are drawn: standard normal; scaled so the scores reach far past
+exp()'s overflow; keys (and values) all equal; or equal up to a relative 1e-6."""
+
 MaskStyle = Literal[
     "none", "bool", "additive", "key_padding", "fully_masked", "poison", "nan_poison"
 ]
+"""The mask of a case: none; random boolean (every row keeps a key); additive with -inf;
+key padding only; with fully masked rows; or boolean with huge finite (``poison``) or
+NaN/inf (``nan_poison``) values written at every position that is not read."""
+
 ScaleStyle = Literal["default", "random", "zero", "negative", "large"]
+"""The scale of a case: the default, or an override drawn positive, zero, negative or large."""
 
 _MAX_LOGIT: dict[str, float] = {
     # The largest score magnitude drawn for "large_logits": far past exp()'s

@@ -71,6 +71,7 @@ FEATURES: tuple[Feature, ...] = (
     "gradients",
     "distinct_value_dim",
 )
+"""Every :data:`Feature`, in the order of its definition."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from attnspec.typing import ScoreKind
 __all__ = ["Case", "Float64Array", "Function", "Implementation", "Output", "ScoreForm"]
 
 Float64Array = npt.NDArray[np.float64]
+"""A float64 array: every array crossing the boundary between the oracle and an implementation."""
 
 Function = Literal["scaled_dot_product_attention", "attention"]
 """The spec functions the oracle checks implementations of."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -104,8 +105,10 @@ def check_clause(
     path = None
     command = None
     if save_dir is not None:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        path = str(save_dir / f"{clause}.npz")
+        # One folder per target, so a run over several targets keeps every case.
+        folder = save_dir / re.sub(r"[^\w.-]", "_", target or impl.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / f"{clause}.npz")
         case.save(path)
         command = f"attnspec check {target or impl.name} --clause {clause} --replay {path}"
     if expected_failure is not None:
@@ -198,6 +201,10 @@ def check_implementation(
 def replay(impl: Implementation, clause: str, path: str | Path, /) -> ClauseResult:
     """Judge the saved case at ``path`` on ``clause`` once, without Hypothesis."""
     case = Case.load(str(path))
+    if case.function != impl.function:
+        raise ArgumentError(
+            f"{path} holds a case of {case.function}, but {impl.name} implements {impl.function}"
+        )
     for check, resolved in checks_for(impl):
         if resolved == clause:
             try:
