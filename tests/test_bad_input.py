@@ -334,3 +334,19 @@ def test_every_error_is_a_builtin_error_too() -> None:
     assert issubclass(NonFiniteInputError, ValueError)
     assert issubclass(ArgumentError, ValueError)
     assert issubclass(DTypeError, TypeError)
+
+
+def test_scale_that_overflows_the_dtype_is_refused() -> None:
+    """input.scale-finite: a finite scale that is infinite in float16 raises, not NaN."""
+    q = np.array([[1.0, 0.0]], dtype=np.float16)
+    k = np.array([[0.0, 1.0]], dtype=np.float16)
+    with pytest.raises(ArgumentError, match="scale must be finite in the result dtype float16"):
+        attnref.score_scaled_dot(q, k, scale=1e5)
+    with pytest.raises(ArgumentError, match="scale must be finite in the result dtype float16"):
+        attnref.scaled_dot_product_attention(q, k, k, scale=1e5)
+
+
+def test_sdpa_names_its_own_arguments_in_errors() -> None:
+    """input.finite: SDPA calls its arguments key and value, and its errors do too."""
+    with pytest.raises(NonFiniteInputError, match="key must be finite where it is read"):
+        attnref.scaled_dot_product_attention(Q, with_nan(K, (0, 0, 0)), V)

@@ -99,6 +99,17 @@ def scale_value(func: str, scale: object, /) -> float | None:
     return value
 
 
+def scale_representable(func: str, value: float, dtype: str, finite: bool, /) -> None:
+    """Reject a scale that overflows the result dtype (``input.scale-finite``).
+
+    ``finite`` says whether the scale, converted to ``dtype``, is still finite.
+    """
+    if not finite:
+        raise ArgumentError(
+            f"scale must be finite in the result dtype {dtype} for {func}; got {value}"
+        )
+
+
 def default_scale(d: int, /) -> float:
     r"""The default scale :math:`1/\sqrt{d}` in float64 (``score.default-scale``)."""
     return 1.0 / math.sqrt(d)

@@ -38,13 +38,16 @@ def _attend(
     /,
     *,
     keys_read: bool,
+    names: tuple[str, str, str],
 ) -> tuple[Array, Array]:
     """Scores, distribution and attention value, reading only what the mask allows.
+
+    ``names`` are the caller's names for query, keys and values (for messages).
 
     ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree.
     """
     batch = _checks.broadcast_shapes(
-        func, ("query", q.shape[:-2]), ("keys", k.shape[:-2]), ("values", v.shape[:-2])
+        func, (names[0], q.shape[:-2]), (names[1], k.shape[:-2]), (names[2], v.shape[:-2])
     )
     target = (*batch, q.shape[-2], k.shape[-2])
     if mask is None:
@@ -59,9 +62,9 @@ def _attend(
     k_read = np.swapaxes(np.any(allowed, axis=-2, keepdims=True), -1, -2)  # [..., Tk, 1]
     q_full = np.broadcast_to(q, (*allowed.shape[:-2], *q.shape[-2:]))  # [..., Tq, d_q]
     k_full = np.broadcast_to(k, (*allowed.shape[:-2], *k.shape[-2:]))  # [..., Tk, d_k]
-    _inputs.finite(func, "query", q_full, where=q_read)
+    _inputs.finite(func, names[0], q_full, where=q_read)
     if keys_read:
-        _inputs.finite(func, "keys", k_full, where=k_read)
+        _inputs.finite(func, names[1], k_full, where=k_read)
     scores = score(np.where(q_read, q_full, 0), np.where(k_read, k_full, 0))  # [..., Tq, Tk]
     weights = attention_distribution(scores, mask=mask)  # [..., Tq, Tk]
     context = attention_value(weights, v)  # [..., Tq, d_v]
@@ -111,7 +114,14 @@ def attention(
     _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
     _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
     return _attend(
-        func, q, k, v, mask, _score_fn(kind, bound, scale=lam), keys_read=kind != "location"
+        func,
+        q,
+        k,
+        v,
+        mask,
+        _score_fn(kind, bound, scale=lam),
+        keys_read=kind != "location",
+        names=("query", "keys", "values"),
     )
 
 
@@ -188,5 +198,12 @@ def scaled_dot_product_attention(
         )
         mask = _combine(mask, allowed)
     return _attend(
-        func, q, k, v, mask, lambda qq, kk: score_scaled_dot(qq, kk, scale=lam), keys_read=True
+        func,
+        q,
+        k,
+        v,
+        mask,
+        lambda qq, kk: score_scaled_dot(qq, kk, scale=lam),
+        keys_read=True,
+        names=("query", "key", "value"),
     )

@@ -49,7 +49,9 @@ def score_scaled_dot(query: Array, keys: Array, /, *, scale: Scale | None = None
         value = _checks.default_scale(k.shape[-1])
     # Note: the scale becomes a scalar of the result's real dtype, so a float32
     # call stays float32 (a float64 NumPy scalar would promote it under NEP 50).
-    lam = np.asarray(value, dtype=np.result_type(q, k).type(0).real.dtype)
+    with np.errstate(over="ignore"):  # an overflowing scale is refused just below
+        lam = np.asarray(value, dtype=np.result_type(q, k).type(0).real.dtype)
+    _checks.scale_representable(func, value, str(lam.dtype), bool(np.isfinite(lam)))
     # Note: the queries are scaled before the product, as FlashAttention does:
     # with the usual scale < 1 the product cannot overflow where the scaled
     # score is finite (distribution.stable).

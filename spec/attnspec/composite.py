@@ -22,7 +22,8 @@ __all__ = ["attention", "scaled_dot_product_attention"]
         "attention.composition",
         "The result is ``(context, weights)`` with ``weights = attention_distribution("
         "score_<kind>(query, keys, ...), mask=mask)`` and ``context = attention_value("
-        "weights, values)``.",
+        "weights, values)``. Both results have the batch shape broadcast over every "
+        "sequence argument and the mask.",
     ),
     Clause(
         "attention.score-parameters",
@@ -96,7 +97,8 @@ def attention(
         r"The result is ``(context, weights)`` with "
         r"``weights = attention_distribution(scale * query @ swapaxes(key, -1, -2), "
         "mask=combined_mask)`` and ``context = weights @ value``, where the combined mask "
-        "joins ``mask`` and the causal mask.",
+        "joins ``mask`` and the causal mask. Both results have the batch shape broadcast "
+        "over query, key, value and the mask.",
     ),
     Clause(
         "sdpa.default-scale",

@@ -39,7 +39,9 @@ declare(
         "input.result-dtype",
         "The result has the dtype that NumPy promotion (NEP 50, Python scalars weak) gives "
         "the floating array arguments, masks excluded: float32 inputs give a float32 result, "
-        "and a float64 call is computed in float64, never in a lower precision.",
+        "and a float64 call is computed in float64, never in a lower precision. In the "
+        "composites the weights have the dtype promoted over the arrays the scores read "
+        "(query, keys and score parameters) and the context that of the weights and values.",
     ),
     Clause(
         "input.rank",
@@ -93,9 +95,10 @@ declare(
     ),
     Clause(
         "input.scale-finite",
-        "A ``scale`` argument is a finite real number (``int`` or ``float``, not ``bool``); "
-        "zero and negative values are legal. A non-finite value raises "
-        ":class:`~attnspec.errors.ArgumentError`, a value of another type "
+        "A ``scale`` argument is a finite real number (``int`` or ``float``, not ``bool``) "
+        "that stays finite in the result dtype; zero and negative values are legal. A "
+        "non-finite value, or one that overflows the result dtype (``1e5`` in float16), "
+        "raises :class:`~attnspec.errors.ArgumentError`, a value of another type "
         ":class:`~attnspec.errors.DTypeError`.",
         "raises",
     ),

@@ -38,16 +38,19 @@ def _attend(
     /,
     *,
     keys_read: bool,
+    names: tuple[str, str, str],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores, distribution and attention value, reading only what the mask allows.
+
+    ``names`` are the caller's names for query, keys and values (for messages).
 
     ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree.
     """
     batch = _checks.broadcast_shapes(
         func,
-        ("query", tuple(q.shape[:-2])),
-        ("keys", tuple(k.shape[:-2])),
-        ("values", tuple(v.shape[:-2])),
+        (names[0], tuple(q.shape[:-2])),
+        (names[1], tuple(k.shape[:-2])),
+        (names[2], tuple(v.shape[:-2])),
     )
     target = (*batch, q.shape[-2], k.shape[-2])
     if mask is None:
@@ -63,9 +66,9 @@ def _attend(
     k_read = allowed.any(dim=-2)[..., None]  # [..., Tk, 1]
     q_full = torch.broadcast_to(q, (*allowed.shape[:-2], *q.shape[-2:]))  # [..., Tq, d_q]
     k_full = torch.broadcast_to(k, (*allowed.shape[:-2], *k.shape[-2:]))  # [..., Tk, d_k]
-    _inputs.finite(func, "query", q_full, where=q_read)
+    _inputs.finite(func, names[0], q_full, where=q_read)
     if keys_read:
-        _inputs.finite(func, "keys", k_full, where=k_read)
+        _inputs.finite(func, names[1], k_full, where=k_read)
     scores = score(torch.where(q_read, q_full, 0), torch.where(k_read, k_full, 0))  # [..., Tq, Tk]
     weights = attention_distribution(scores, mask=mask)  # [..., Tq, Tk]
     context = attention_value(weights, v)  # [..., Tq, d_v]
@@ -116,7 +119,16 @@ def attention(
     _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
     _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
     score_fn = _score_fn(kind, bound, scale=lam)
-    return _attend(func, q, k, v, mask, score_fn, keys_read=kind != "location")
+    return _attend(
+        func,
+        q,
+        k,
+        v,
+        mask,
+        score_fn,
+        keys_read=kind != "location",
+        names=("query", "keys", "values"),
+    )
 
 
 def causal_mask(
@@ -197,5 +209,12 @@ def scaled_dot_product_attention(
         )
         mask = _combine(mask, allowed)
     return _attend(
-        func, q, k, v, mask, lambda qq, kk: score_scaled_dot(qq, kk, scale=lam), keys_read=True
+        func,
+        q,
+        k,
+        v,
+        mask,
+        lambda qq, kk: score_scaled_dot(qq, kk, scale=lam),
+        keys_read=True,
+        names=("query", "key", "value"),
     )
