@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import pytest
 
 pytest_plugins = ["pytester"]
+
+
+def _plugin_args() -> list[str]:
+    """Load the plugin explicitly only where its pytest11 entry point is not installed.
+
+    Installed (``pip install -e .``), pytest loads it by the entry point, and
+    naming it again with ``-p`` would register it twice.
+    """
+    installed = {ep.name for ep in entry_points(group="pytest11")}
+    return [] if "attnspec" in installed else ["-p", "attnref.oracle.pytest_plugin"]
+
 
 MODULE = """
 import torch
@@ -40,8 +53,7 @@ def test_one_test_per_clause_with_readable_ids(pytester: pytest.Pytester) -> Non
     """distribution.mask-polarity: the inverted mask fails that clause's own test, by ID."""
     pytester.makepyfile(test_conformance=MODULE)
     result = pytester.runpytest_subprocess(
-        "-p",
-        "attnref.oracle.pytest_plugin",
+        *_plugin_args(),
         "--attnspec-max-examples=15",
         "-k",
         "mask-polarity",
@@ -60,8 +72,7 @@ def test_skips_and_expected_failures(pytester: pytest.Pytester) -> None:
     """A clause needing an absent feature is skipped; a listed failure is an xfail."""
     pytester.makepyfile(test_conformance=MODULE)
     result = pytester.runpytest_subprocess(
-        "-p",
-        "attnref.oracle.pytest_plugin",
+        *_plugin_args(),
         "--attnspec-max-examples=15",
         "-k",
         "bad and (masked-zero or causal-top-left)",

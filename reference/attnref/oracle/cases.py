@@ -177,6 +177,8 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: CaseSpec) -> Case:
     if mask_style == "fully_masked" and impl.conventions.fully_masked_row == "unsupported":
         mask_style = "bool"  # outside the implementation's declared domain
     scale_style = draw(st.sampled_from(spec.scales))
+    if "scale" not in impl.features:
+        scale_style = "default"  # the implementation has no scale override
     pattern = draw(st.integers(0, 5)) if spec.broadcast_masks else 0
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)

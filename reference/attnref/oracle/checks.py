@@ -425,7 +425,12 @@ def _sdpa_only() -> list[Check]:
             agree,
         ),
         Check(
-            "sdpa.causal", SDPA, _f("causal"), CaseSpec(causal=True, unequal_lengths=True), agree
+            "sdpa.causal",
+            SDPA,
+            _f("causal"),
+            # with scale overrides too: a kernel may special-case the causal path
+            CaseSpec(causal=True, unequal_lengths=True, scales=("default", "random", "negative")),
+            agree,
         ),
         Check(
             "sdpa.causal-with-mask",
