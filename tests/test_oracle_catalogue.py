@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,6 @@ class Bugs:
     dropout: float = 0.0
     average_heads: bool = False
     garbage: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _ScaleGradient(torch.autograd.Function):

@@ -12,7 +12,7 @@ and the truth see the same numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -302,8 +302,3 @@ def _score_parameters(
 def cases(impl: Implementation, spec: CaseSpec, /) -> st.SearchStrategy[Case]:
     """Cases of ``impl``'s function drawn as ``spec`` describes."""
     return _case(impl, spec)
-
-
-def with_options(case: Case, /, **options: object) -> Case:
-    """A copy of ``case`` with some options replaced."""
-    return replace(case, options={**case.options, **options})
