@@ -110,6 +110,25 @@ def scale_representable(func: str, value: float, dtype: str, finite: bool, /) ->
         )
 
 
+def query_groups(func: str, query: ArrayInfo, key: ArrayInfo, value: ArrayInfo, /) -> int:
+    """How many query heads share each key/value head (``sdpa.gqa-heads-divisible``).
+
+    The heads axis is ``-3``; the key and value head counts must agree and
+    divide the query's.
+    """
+    layout = "[..., H, T, d] with enable_gqa=True"
+    for info in (query, key, value):
+        rank_at_least(func, info, 3, layout)
+    h_q, h_k, h_v = query.shape[-3], key.shape[-3], value.shape[-3]
+    same_size(func, "value.shape[-3]", h_v, "key.shape[-3]", h_k)
+    if h_k == 0 or h_q % h_k != 0:
+        raise ShapeError(
+            f"query.shape[-3] must be a multiple of key.shape[-3] for {func} with "
+            f"enable_gqa=True; got {h_q} and {h_k}"
+        )
+    return h_q // h_k
+
+
 def default_scale(d: int, /) -> float:
     r"""The default scale :math:`1/\sqrt{d}` in float64 (``score.default-scale``)."""
     return 1.0 / math.sqrt(d)

@@ -19,7 +19,6 @@ from attnref.scores import (
     score_scaled_dot,
 )
 from attnref.value import attention_value
-from attnspec.errors import ShapeError
 from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
 
 __all__ = ["attention", "scaled_dot_product_attention"]
@@ -172,20 +171,12 @@ def scaled_dot_product_attention(
     _checks.nonempty(func, "key.shape[-2]", k.shape[-2])
     _checks.same_size(func, "value.shape[-2]", v.shape[-2], "key.shape[-2]", k.shape[-2])
     if grouped:
-        layout = "[..., H, T, d] with enable_gqa=True"
-        for name, array in (("query", q), ("key", k), ("value", v)):
-            _checks.rank_at_least(func, _inputs.describe(name, array), 3, layout)
-        _checks.same_size(func, "value.shape[-3]", v.shape[-3], "key.shape[-3]", k.shape[-3])
-        h_q, h_k = q.shape[-3], k.shape[-3]
-        if h_k == 0 or h_q % h_k != 0:
-            raise ShapeError(
-                f"query.shape[-3] must be a multiple of key.shape[-3] for {func} with "
-                f"enable_gqa=True; got {h_q} and {h_k}"
-            )
+        infos = (_inputs.describe(n, a) for n, a in (("query", q), ("key", k), ("value", v)))
+        group = _checks.query_groups(func, *infos)
         # Note: query head h reads key/value head h // g (sdpa.grouped-query-heads):
         # np.repeat repeats each head g times in place, like torch.repeat_interleave.
-        k = np.repeat(k, h_q // h_k, axis=-3)  # [..., Hq, Tk, d]
-        v = np.repeat(v, h_q // h_k, axis=-3)  # [..., Hq, Tk, d_v]
+        k = np.repeat(k, group, axis=-3)  # [..., Hq, Tk, d]
+        v = np.repeat(v, group, axis=-3)  # [..., Hq, Tk, d_v]
     if causal:
         batch = _checks.broadcast_shapes(
             func, ("query", q.shape[:-2]), ("key", k.shape[:-2]), ("value", v.shape[:-2])
