@@ -21,6 +21,7 @@ __all__ = [
     "evaluate",
     "explicit_mask",
     "fully_masked_rows",
+    "numpy_converter",
     "reference_call",
 ]
 
@@ -77,7 +78,9 @@ def explicit_mask(case: Case, conventions: Conventions) -> npt.NDArray[Any] | No
     return allowed
 
 
-def _numpy_converter(dtype: npt.DTypeLike) -> Callable[[npt.NDArray[Any]], Any]:
+def numpy_converter(dtype: npt.DTypeLike) -> Callable[[npt.NDArray[Any]], Any]:
+    """A ``convert`` for :func:`reference_call`: floating arrays to ``dtype``, booleans kept."""
+
     def convert(a: npt.NDArray[Any]) -> Any:
         x = np.asarray(a)
         return x if x.dtype == np.bool_ else x.astype(dtype)
@@ -102,7 +105,7 @@ def run_reference(case: Case, conventions: Conventions, dtype: str | None) -> tu
         context, weights = getattr(twin, name)(*positional, **kwargs)
         return context.double().numpy(), weights.double().numpy()
     compute = truth_dtype() if dtype is None else np.dtype(dtype)
-    name, positional, kwargs = reference_call(case, conventions, _numpy_converter(compute))
+    name, positional, kwargs = reference_call(case, conventions, numpy_converter(compute))
     result: tuple[Any, Any] = getattr(attnref, name)(*positional, **kwargs)
     return result
 

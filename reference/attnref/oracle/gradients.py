@@ -13,6 +13,7 @@ from attnref.oracle.expected import (
     allowed_positions,
     evaluate,
     fully_masked_rows,
+    numpy_converter,
     reference_call,
 )
 from attnref.oracle.protocol import Case, Float64Array
@@ -62,12 +63,7 @@ def reference_vjp(
         raw = _bfloat16_vjp(case, conventions, cotangent)
     else:
         compute = truth_dtype() if dtype is None else np.dtype(dtype)
-
-        def convert(a: npt.NDArray[Any]) -> Any:
-            x = np.asarray(a)
-            return x if x.dtype == np.bool_ else x.astype(compute)
-
-        name, positional, kwargs = reference_call(case, conventions, convert)
+        name, positional, kwargs = reference_call(case, conventions, numpy_converter(compute))
         spec_rows = Conventions(causal_alignment=conventions.causal_alignment)
         weights_shape = evaluate(case, spec_rows).weights.shape
         pair = (np.asarray(cotangent, dtype=compute), np.zeros(weights_shape, dtype=compute))
