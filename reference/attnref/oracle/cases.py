@@ -11,8 +11,7 @@ and the truth see the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 from attnref.oracle.protocol import Case, Float64Array, Implementation
 from attnref.oracle.rounding import round_to
 
-__all__ = ["CaseSpec", "MaskStyle", "ValueStyle", "cases"]
+__all__ = ["Draw", "MaskStyle", "ScaleStyle", "Sizes", "ValueStyle", "cases"]
 
 ValueStyle = Literal["normal", "large_logits", "ties", "near_ties"]
 """How the values of a case are drawn: standard normal; scaled so the scores reach far past
@@ -35,8 +34,15 @@ MaskStyle = Literal[
 key padding only; with fully masked rows; or boolean with huge finite (``poison``) or
 NaN/inf (``nan_poison``) values written at every position that is not read."""
 
-ScaleStyle = Literal["default", "random", "zero", "negative", "large"]
-"""The scale of a case: the default, or an override drawn positive, zero, negative or large."""
+ScaleStyle = Literal["default", "random", "zero", "negative", "tiny", "large"]
+"""The scale of a case: the default, or an override drawn positive, zero, negative, tiny
+(1e-3 to 1e-2) or large (10 to 100)."""
+
+EVERY_SCALE: tuple[ScaleStyle, ...] = ("default", "random", "negative", "tiny", "large", "zero")
+"""Every scale style, the default first (Hypothesis shrinks towards the first)."""
+
+ORDINARY_MASKS: tuple[MaskStyle, ...] = ("none", "bool", "additive", "key_padding")
+"""The mask styles of ordinary cases, no mask first."""
 
 _MAX_LOGIT: dict[str, float] = {
     # The largest score magnitude drawn for "large_logits": far past exp()'s
@@ -48,22 +54,65 @@ _MAX_LOGIT: dict[str, float] = {
     "bfloat16": 1e18,
 }
 
+POISON: dict[str, float] = {
+    # Huge but finite in every dtype (float16's largest is 65504), so the finite-poison
+    # clause stays distinct from the NaN one: read, it dominates every score it enters.
+    "float64": 1e30,
+    "float32": 1e30,
+    "float16": 1e4,
+    "bfloat16": 1e30,
+}
+"""The magnitude of the finite poison written at unread positions, per dtype."""
+
+BLOCK_LENGTHS: tuple[int, ...] = (
+    15,
+    16,
+    17,
+    31,
+    32,
+    33,
+    63,
+    64,
+    65,
+    100,
+    127,
+    128,
+    129,
+    200,
+    255,
+    256,
+    257,
+)
+"""Key lengths of the long cases: at, just below and just above the tile sizes of blocked
+kernels (16 to 256), and two that are a multiple of none of them beyond the first."""
+
+LONG_FEATURES: tuple[int, ...] = (8, 16, 32, 64, 128)
+"""Feature sizes of the long cases, the head sizes kernels specialise for."""
+
 
 @dataclass(frozen=True)
-class CaseSpec:
-    """What kind of cases a check draws."""
+class Draw:
+    """What kind of cases a check draws.
+
+    Every feature the implementation offers is drawn on or off in
+    combination with the others, unless the check forces it (``True``) or
+    excludes it (``False``); masks and scales are drawn from the styles
+    listed that the implementation offers. Hypothesis shrinks a failure
+    towards the first style of each tuple, features off and small sizes.
+    """
 
     values: tuple[ValueStyle, ...] = ("normal",)
-    masks: tuple[MaskStyle, ...] = ("none",)
-    scales: tuple[ScaleStyle, ...] = ("default",)
-    causal: bool = False
-    unequal_lengths: bool = False
-    gqa: bool = False
-    broadcast_masks: bool = False
+    masks: tuple[MaskStyle, ...] = ORDINARY_MASKS
+    scales: tuple[ScaleStyle, ...] = EVERY_SCALE
+    causal: bool | None = None
+    gqa: bool | None = None
+    long: bool = True
 
 
 @dataclass(frozen=True)
-class _Sizes:
+class Sizes:
+    """The sizes of one case."""
+
     batch: int
     heads_q: int
     heads_k: int
@@ -75,7 +124,8 @@ class _Sizes:
 
 # (batch, key heads, groups, Tq, Tk, d, d_v): the few sizes drawn for implementations
 # that compile once per shape (see ``compiles_per_shape``). They keep the edge
-# cases: one key, one feature, Tq < Tk, Tq > Tk, grouped heads.
+# cases: one key, one feature, Tq < Tk, Tq > Tk, grouped heads, decoding (Tq = 1),
+# and lengths past a tile boundary.
 _MENU: tuple[tuple[int, int, int, int, int, int, int], ...] = (
     (1, 1, 1, 1, 1, 1, 1),
     (2, 2, 1, 3, 3, 4, 3),
@@ -83,48 +133,51 @@ _MENU: tuple[tuple[int, int, int, int, int, int, int], ...] = (
     (2, 1, 1, 5, 2, 2, 4),
     (1, 2, 2, 4, 4, 4, 2),
     (1, 1, 3, 2, 5, 16, 8),
+    (1, 1, 1, 1, 9, 8, 8),
+    (1, 1, 2, 1, 65, 32, 32),
+    (1, 1, 1, 33, 129, 64, 64),
 )
 
 
-def _sizes(
-    *, gqa: bool, unequal: bool, distinct_value_dim: bool, menu: bool
-) -> st.SearchStrategy[_Sizes]:
-    @st.composite
-    def draw_sizes(draw: st.DrawFn) -> _Sizes:
-        if menu:
-            fits = [m for m in _MENU if (m[2] > 1) == gqa and (m[3] != m[4]) == unequal]
-            choices = fits or [m for m in _MENU if (m[2] > 1) == gqa]
-            batch, heads_k, groups, t_q, t_k, d, d_v = draw(st.sampled_from(choices))
-            if not unequal:
-                t_q = t_k
-        else:
-            heads_k = draw(st.integers(1, 3))
-            groups = draw(st.integers(1, 3)) if gqa else 1
-            t_k = draw(st.integers(1, 9))
-            t_q = draw(st.integers(1, 9)) if unequal else t_k
-            if unequal and t_q == t_k:
-                t_q = t_k + 1 if draw(st.booleans()) or t_k == 1 else t_k - 1
-            d = draw(st.integers(1, 16))
-            d_v = draw(st.integers(1, 8))
-            batch = draw(st.integers(1, 2))
-        return _Sizes(
-            batch=batch,
-            heads_q=heads_k * groups,
-            heads_k=heads_k,
-            t_q=t_q,
-            t_k=t_k,
-            d=d,
-            d_v=d_v if distinct_value_dim else d,
-        )
+@st.composite
+def _sizes(draw: st.DrawFn, impl: Implementation, spec: Draw, gqa: bool) -> Sizes:
+    distinct_value_dim = "distinct_value_dim" in impl.features
+    if getattr(impl, "compiles_per_shape", False):
+        fits = [m for m in _MENU if (m[2] > 1) == gqa]
+        batch, heads_k, groups, t_q, t_k, d, d_v = draw(st.sampled_from(fits))
+    elif spec.long and draw(st.sampled_from((False, False, False, False, True))):
+        # One case in five is long: lengths across tile boundaries, head sizes up to 128,
+        # one batch item and key head so that the extended-precision truth stays cheap.
+        batch, heads_k = 1, 1
+        groups = draw(st.integers(1, 2)) if gqa else 1
+        t_k = draw(st.sampled_from(BLOCK_LENGTHS))
+        t_q = draw(st.sampled_from((1, 2, t_k, t_k // 2 + 1, 17)))
+        d = draw(st.sampled_from(LONG_FEATURES))
+        d_v = draw(st.sampled_from((d, 8)))
+    else:
+        heads_k = draw(st.integers(1, 3))
+        groups = draw(st.integers(1, 3)) if gqa else 1
+        t_k = draw(st.integers(1, 9))
+        t_q = draw(st.integers(1, 9))
+        d = draw(st.integers(1, 16))
+        d_v = draw(st.integers(1, 8))
+        batch = draw(st.integers(1, 3))
+    return Sizes(
+        batch=batch,
+        heads_q=heads_k * groups,
+        heads_k=heads_k,
+        t_q=t_q,
+        t_k=t_k,
+        d=d,
+        d_v=d_v if distinct_value_dim else d,
+    )
 
-    return draw_sizes()
 
-
-def _mask_shape(sizes: _Sizes, pattern: int, rank: int) -> tuple[int, ...]:
+def _mask_shape(sizes: Sizes, pattern: int, rank: int) -> tuple[int, ...]:
     """One of the broadcast patterns of a mask over ``[B, H, Tq, Tk]`` (or ``[B, Tq, Tk]``)."""
     b, h, tq, tk = sizes.batch, sizes.heads_q, sizes.t_q, sizes.t_k
     if rank == 3:
-        return [(b, tq, tk), (tq, tk), (1, tq, tk), (b, 1, tk)][pattern % 4]
+        return [(b, tq, tk), (tq, tk), (1, tq, tk), (b, 1, tk), (1, 1, tk)][pattern % 5]
     shapes = [
         (b, h, tq, tk),
         (tq, tk),
@@ -132,21 +185,43 @@ def _mask_shape(sizes: _Sizes, pattern: int, rank: int) -> tuple[int, ...]:
         (b, 1, tq, tk),
         (1, h, tq, tk),
         (b, 1, 1, tk),
+        (h, tq, tk),
+        (1, h, 1, tk),
+        (b, h, 1, tk),
     ]
     return shapes[pattern % len(shapes)]
 
 
+MASK_PATTERNS = 9
+"""How many broadcast patterns :func:`_mask_shape` knows (full shape first)."""
+
+
 def _allowed(
-    rng: np.random.Generator, shape: tuple[int, ...], style: MaskStyle
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    style: MaskStyle,
+    causal: npt.NDArray[np.bool_] | None,
 ) -> npt.NDArray[np.bool_]:
-    """A boolean pattern; every row keeps a key unless the style asks for fully masked rows."""
+    """A boolean pattern; every row keeps a key unless the style asks for fully masked rows.
+
+    With a causal mask, the key each row keeps is one the causal mask allows too,
+    so a row loses every key only where the causal mask alone empties it.
+    """
     allowed = rng.random(shape) < rng.uniform(0.3, 0.9)
     if style == "fully_masked":
         rows = rng.random(shape[:-1]) < 0.4
         rows.flat[0] = True
         allowed[rows] = False
         return allowed
-    first = rng.integers(0, shape[-1], size=shape[:-1])
+    t_k = shape[-1]
+    if causal is None or shape[-2] == 1:
+        # a mask that broadcasts over the query axis keeps a key for every row
+        reach = np.full(shape[:-1], t_k)
+    else:
+        reach = np.broadcast_to(np.maximum(causal.sum(axis=-1), 1), shape[:-1])
+    first = np.minimum((rng.random(shape[:-1]) * reach).astype(int), t_k - 1)
+    if causal is not None and shape[-2] == 1:
+        first = np.zeros(shape[:-1], dtype=int)  # key 0 is causally allowed to every row
     np.put_along_axis(allowed, first[..., None], True, axis=-1)
     return allowed
 
@@ -162,28 +237,52 @@ def _values(
     return base * magnitude
 
 
+def _offered_masks(impl: Implementation, styles: tuple[MaskStyle, ...]) -> list[MaskStyle]:
+    """The styles of ``styles`` the implementation can be given (``none`` when none is)."""
+    features = impl.features
+    boolean = bool({"bool_mask", "key_padding_mask"} & features)
+    offered = {
+        "none": True,
+        "bool": boolean,
+        "key_padding": boolean,
+        "additive": "additive_mask" in features,
+        "fully_masked": boolean and impl.conventions.fully_masked_row != "unsupported",
+        "poison": boolean,
+        "nan_poison": boolean,
+    }
+    kept = [m for m in styles if offered[m]]
+    return kept or ["none"]
+
+
+def _flag(draw: st.DrawFn, forced: bool | None, offered: bool) -> bool:
+    """A feature flag: forced on or off by the check, else drawn where offered."""
+    if forced is not None:
+        return forced and offered
+    return offered and draw(st.booleans())
+
+
 @st.composite
-def _case(draw: st.DrawFn, impl: Implementation, spec: CaseSpec) -> Case:
-    sizes = draw(
-        _sizes(
-            gqa=spec.gqa,
-            unequal=spec.unequal_lengths,
-            distinct_value_dim="distinct_value_dim" in impl.features,
-            menu=bool(getattr(impl, "compiles_per_shape", False)),
-        )
-    )
+def _case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    seq2seq = impl.function == "attention"
+    features = impl.features
+    gqa = not seq2seq and _flag(draw, spec.gqa, "gqa" in features)
+    causal = _flag(draw, spec.causal, "causal" in features)
+    sizes = draw(_sizes(impl, spec, gqa))
+    alignment = impl.conventions.causal_alignment
+    unsupported = impl.conventions.fully_masked_row == "unsupported"
+    if causal and alignment == "bottom_right" and sizes.t_q > sizes.t_k and unsupported:
+        sizes = replace(sizes, t_q=sizes.t_k)  # its first rows would have no key
     value_style = draw(st.sampled_from(spec.values))
-    mask_style = draw(st.sampled_from(spec.masks))
-    if mask_style == "fully_masked" and impl.conventions.fully_masked_row == "unsupported":
-        mask_style = "bool"  # outside the implementation's declared domain
-    scale_style = draw(st.sampled_from(spec.scales))
-    if "scale" not in impl.features:
-        scale_style = "default"  # the implementation has no scale override
-    pattern = draw(st.integers(0, 5)) if spec.broadcast_masks else 0
+    masks = _offered_masks(impl, spec.masks)
+    if causal and "causal_with_mask" not in features:
+        masks = [m for m in masks if m == "none"] or masks[:0] or ["none"]
+    mask_style = draw(st.sampled_from(masks))
+    scales = [s for s in spec.scales if s == "default" or "scale" in features] or ["default"]
+    scale_style = draw(st.sampled_from(scales))
+    pattern = draw(st.integers(0, MASK_PATTERNS - 1))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     dtype = impl.dtype
-    seq2seq = impl.function == "attention"
     rank = 3 if seq2seq else 4
 
     def lead(heads: int) -> tuple[int, ...]:
@@ -197,13 +296,18 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: CaseSpec) -> Case:
     k = _values(rng, (*lead(sizes.heads_k), sizes.t_k, sizes.d), value_style, magnitude)
     v = _values(rng, (*lead(sizes.heads_k), sizes.t_k, sizes.d_v), value_style, 1.0)
 
+    causal_allowed = None
+    if causal:
+        from attnref.composite import causal_mask
+
+        causal_allowed = causal_mask(sizes.t_q, sizes.t_k, alignment=alignment)
     mask: npt.NDArray[Any] | None = None
     if mask_style != "none":
         shape = _mask_shape(sizes, pattern, rank)
-        padding_only = "bool_mask" not in impl.features
+        padding_only = "bool_mask" not in features and mask_style != "additive"
         if mask_style == "key_padding" or padding_only:
             shape = (sizes.batch, 1, sizes.t_k) if seq2seq else (sizes.batch, 1, 1, sizes.t_k)
-        allowed = _allowed(rng, shape, mask_style)
+        allowed = _allowed(rng, shape, mask_style, causal_allowed)
         if mask_style == "additive":
             bias = rng.standard_normal(shape) * rng.uniform(0.0, 3.0)
             mask = round_to(dtype, np.where(allowed, bias, -np.inf))
@@ -213,15 +317,16 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: CaseSpec) -> Case:
             if mask_style == "nan_poison":
                 poison = float(rng.choice([np.nan, np.inf, -np.inf]))
             else:
-                poison = 1e30 * (1 + rng.random())
-            q, k, v = _poison(q, k, v, allowed, sizes, poison, seq2seq=seq2seq)
+                poison = POISON[dtype] * (1 + rng.random())
+            read = allowed if causal_allowed is None else allowed & causal_allowed
+            q, k, v = _poison(q, k, v, read, sizes, poison, seq2seq=seq2seq)
 
     options: dict[str, object] = {}
     if scale_style != "default":
         options["scale"] = _scale(rng, scale_style, dtype)
-    if spec.causal:
+    if causal:
         options["is_causal"] = True
-    if spec.gqa:
+    if gqa:
         options["enable_gqa"] = True
     names = ("query", "keys", "values") if seq2seq else ("query", "key", "value")
     arrays = {n: round_to(dtype, a) for n, a in zip(names, (q, k, v), strict=True)}
@@ -230,6 +335,8 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: CaseSpec) -> Case:
         form = impl.score_form
         if form is not None:
             options["score"] = form.kind
+        if form is None or form.kind != "scaled_dot":
+            options.pop("scale", None)
     return Case(impl.function, arrays, mask, options)
 
 
@@ -239,6 +346,7 @@ def _scale(rng: np.random.Generator, style: ScaleStyle, dtype: str) -> float:
         "random": rng.uniform(0.05, 2.0),
         "zero": 0.0,
         "negative": -rng.uniform(0.05, 2.0),
+        "tiny": rng.uniform(1e-3, 1e-2),
         "large": rng.uniform(10.0, 100.0),
     }[style]
     return float(round_to(dtype, np.array(value)))
@@ -249,7 +357,7 @@ def _poison(
     k: Float64Array,
     v: Float64Array,
     allowed: npt.NDArray[np.bool_],
-    sizes: _Sizes,
+    sizes: Sizes,
     poison: float,
     *,
     seq2seq: bool,
@@ -271,34 +379,40 @@ def _poison(
 
 
 def _score_parameters(
-    impl: Implementation, rng: np.random.Generator, sizes: _Sizes
+    impl: Implementation, rng: np.random.Generator, sizes: Sizes
 ) -> dict[str, Float64Array]:
     """Parameters of the implementation's score form: free ones random, the rest fixed."""
     form = impl.score_form
     if form is None or form.kind in ("dot", "scaled_dot"):
         return {}
-    d = sizes.d
-    fixed: dict[str, Float64Array] = {
-        "W_q": np.eye(d),
-        "W_k": np.eye(d),
-        "W_a": np.eye(d),
-        "v_a": np.ones(d),
+    d, t_k = sizes.d, sizes.t_k
+    by_kind: dict[str, dict[str, tuple[int, ...]]] = {
+        "general": {"W_a": (d, d)},
+        "additive": {"W_q": (d, d), "W_k": (d, d), "v_a": (d,)},
+        "concat": {"W_a": (d, 2 * d), "v_a": (d,)},
+        "location": {"W_a": (t_k, d)},
     }
-    drawn: dict[str, Callable[[], Float64Array]] = {
-        "W_q": lambda: rng.standard_normal((d, d)) / np.sqrt(d),
-        "W_k": lambda: rng.standard_normal((d, d)) / np.sqrt(d),
-        "W_a": lambda: rng.standard_normal((d, d)) / np.sqrt(d),
-        "v_a": lambda: rng.standard_normal(d),
-    }
-    takes = {"general": ("W_a",), "additive": ("W_q", "W_k", "v_a")}
-    if form.kind not in takes:
-        raise NotImplementedError(f"the oracle draws no parameters for score={form.kind!r} yet")
+    shapes = by_kind[form.kind]
+
+    def fixed(name: str, shape: tuple[int, ...]) -> Float64Array:
+        # a parameter the implementation fixes: ones for a vector, identity blocks for a matrix
+        if len(shape) == 1:
+            return np.ones(shape)
+        if shape[0] == d:
+            return np.tile(np.eye(d), (1, shape[1] // d))
+        return np.eye(shape[0], shape[1])
+
     return {
-        name: round_to(impl.dtype, drawn[name]() if name in form.free else fixed[name])
-        for name in takes[form.kind]
+        name: round_to(
+            impl.dtype,
+            rng.standard_normal(shape) / np.sqrt(shape[-1])
+            if name in form.free
+            else fixed(name, shape),
+        )
+        for name, shape in shapes.items()
     }
 
 
-def cases(impl: Implementation, spec: CaseSpec, /) -> st.SearchStrategy[Case]:
+def cases(impl: Implementation, spec: Draw, /) -> st.SearchStrategy[Case]:
     """Cases of ``impl``'s function drawn as ``spec`` describes."""
     return _case(impl, spec)

@@ -1,32 +1,27 @@
 """The oracle's checks: one per clause, each a case strategy and a verification.
 
 A check names the clause it enforces, the features an implementation needs
-for it to apply, the cases it draws and how it judges one case. Judging
+for it to apply, the cases it draws and the judges of one observed case
+(:mod:`attnref.oracle.observe`). Every judge reads the same observation and
 returns :class:`Measure` records (what was compared, the error, the
-allowance); the runner fails the clause on the first case whose error
-exceeds its allowance and lets Hypothesis shrink that case.
+allowance); no judge runs anything. The runner fails the clause on the first
+case whose error exceeds its allowance and lets Hypothesis shrink that case.
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-from attnref.oracle.cases import CaseSpec, MaskStyle
+from attnref.oracle.cases import ORDINARY_MASKS, Draw, ValueStyle
 from attnref.oracle.conventions import Feature
-from attnref.oracle.expected import Evaluation, evaluate, fully_masked_rows
-from attnref.oracle.gradients import reference_vjp, unread_rows
-from attnref.oracle.protocol import Case, Float64Array, Implementation, Output
-from attnref.oracle.tolerance import EPSILON, K_OUTPUT, ROUNDING_FLOOR, Tolerance
-from attnref.oracle.witnesses import naive_evaluations, naive_vjps
+from attnref.oracle.observe import Observation
+from attnref.oracle.protocol import Float64Array, Implementation, Output
+from attnref.oracle.tolerance import SAFETY, underflow_floor
 
-__all__ = ["CHECKS", "Check", "Measure", "MismatchError", "checks_for"]
+__all__ = ["CHECKS", "Check", "Judge", "Measure", "MismatchError", "checks_for", "compare"]
 
 
 class MismatchError(AssertionError):
@@ -54,7 +49,10 @@ class Measure:
         return f"{self.what}: error {self.error:.3g} {relation} allowed {self.allowed:.3g}"
 
 
-Verify = Callable[[Implementation, Case], list[Measure]]
+Judge = Callable[[Observation], list[Measure]]
+"""How one clause judges an observation: the comparisons it makes (raising
+:class:`MismatchError` for a departure that is not a number, such as a
+missing result or NaN where the spec gives a number)."""
 
 
 @dataclass(frozen=True)
@@ -67,29 +65,33 @@ class Check:
         The clause ID it enforces.
     function
         The spec function it applies to.
-    requires
-        Features the implementation must offer for the check to apply; any
-        one of ``requires_any`` as well, when that is not empty.
-    spec
+    draw
         The cases it draws.
-    verify
-        How one case is judged.
+    judges
+        What it judges each observed case by.
+    requires
+        Features the implementation must offer for the check to apply.
+    requires_any
+        Of these, at least one (when not empty).
+    gradients
+        Whether the observation includes the implementation's gradients.
     """
 
     clause: str
     function: str
-    requires: frozenset[Feature]
-    spec: CaseSpec
-    verify: Verify
-    requires_any: frozenset[Feature] = field(default=frozenset())
+    draw: Draw
+    judges: tuple[Judge, ...]
+    requires: frozenset[Feature] = frozenset()
+    requires_any: frozenset[Feature] = frozenset()
+    gradients: bool = False
 
     @property
     def id(self) -> str:
         """A readable ID for pytest: ``sdpa/distribution.masked-zero``."""
-        short = "sdpa" if self.function == "scaled_dot_product_attention" else self.function
+        short = "sdpa" if self.function == SDPA else self.function
         return f"{short}/{self.clause}"
 
-    def missing(self, impl: Implementation) -> str | None:
+    def inapplicable(self, impl: Implementation) -> str | None:
         """Why the check does not apply to ``impl``, or ``None`` if it does."""
         if impl.function != self.function:
             return f"{impl.name} implements {impl.function}, not {self.function}"
@@ -105,200 +107,148 @@ class Check:
             return f"{impl.name} declares fully masked rows unsupported"
         return None
 
+    def judge(self, observation: Observation) -> list[Measure]:
+        """Every measure of the check's judges on one observation."""
+        return [m for judge in self.judges for m in judge(observation)]
+
 
 # --- measuring ---------------------------------------------------------------------------
 
 
-def max_abs_error(actual: npt.NDArray[np.float64], expected: npt.NDArray[np.float64]) -> float:
-    """Max-abs difference; a NaN where the other is not NaN, or an infinity, counts as inf."""
-    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
-    if np.any(nan_a != nan_e):
-        return float("inf")
-    both = ~nan_e
-    if not both.any():
-        return 0.0
-    a, e = actual[both], expected[both]
-    if np.any(np.isinf(a) | np.isinf(e)):
-        return 0.0 if np.array_equal(a, e) else float("inf")
-    return float(np.max(np.abs(a - e)))
-
-
-def magnitude(x: npt.NDArray[np.float64]) -> float:
-    """Max-abs of the finite entries (0 for none)."""
-    finite = x[np.isfinite(x)]
-    return float(np.max(np.abs(finite))) if finite.size else 0.0
-
-
 def compare(
-    what: str,
-    actual: npt.NDArray[np.float64] | None,
-    truth: npt.NDArray[np.float64],
-    naive: Sequence[npt.NDArray[np.float64]],
-    dtype: str,
-    *,
-    gradient: bool = False,
+    what: str, actual: Float64Array | None, truth: Float64Array, bound: Float64Array, dtype: str
 ) -> Measure:
-    """Error of ``actual`` against the truth, with the allowance of :mod:`.tolerance`.
+    """The worst element of ``actual`` against the truth, allowed ``SAFETY`` times its bound.
 
-    ``naive`` holds the naive evaluations in ``dtype`` over several key
-    orderings; the largest of their errors is the one the tolerance scales.
+    NaN must stand exactly where the truth has NaN (a declared convention);
+    anywhere else a NaN or an infinity is a departure said as such.
     """
     if actual is None:
         raise MismatchError(f"{what}: the implementation returned nothing")
     if actual.shape != truth.shape:
         raise MismatchError(f"{what}: shape {actual.shape}, the spec gives {truth.shape}")
-    naive_error = max(max_abs_error(n, truth) for n in naive)
-    tolerance = Tolerance(dtype, naive_error, magnitude(truth), gradient)
-    return Measure(what, max_abs_error(actual, truth), tolerance.allowed)
+    nan_a, nan_t = np.isnan(actual), np.isnan(truth)
+    if np.any(nan_a & ~nan_t):
+        raise MismatchError(
+            f"{what}: NaN at {int(np.sum(nan_a & ~nan_t))} of {actual.size} positions "
+            "where the spec gives a number"
+        )
+    if np.any(nan_t & ~nan_a):
+        raise MismatchError(f"{what}: a number where the declared convention gives NaN")
+    finite = ~nan_t
+    inf_a = np.isinf(actual) & finite
+    if np.any(inf_a & (actual != truth)):
+        raise MismatchError(f"{what}: infinite at {int(np.sum(inf_a))} positions")
+    error = np.where(
+        finite, np.abs(np.where(finite, actual, 0.0) - np.where(finite, truth, 0.0)), 0.0
+    )
+    allowed = SAFETY * np.broadcast_to(bound, error.shape) + underflow_floor(dtype)
+    ratio = error / allowed
+    if ratio.size == 0:
+        return Measure(what, 0.0, 1.0)
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    return Measure(what, float(error[worst]), float(allowed[worst]))
 
 
-def _forward(impl: Implementation, case: Case) -> Output:
-    """Run the implementation, turning its exceptions into a mismatch."""
-    try:
-        with _quiet():
-            return impl.forward(case)
-    except Exception as error:
-        raise MismatchError(f"raised {type(error).__name__}: {error}") from error
+def _output(o: Observation) -> Output:
+    if o.output is None:
+        raise MismatchError(o.failure or "the implementation returned nothing")
+    return o.output
 
 
-def _vjp(impl: Implementation, case: Case, cotangent: Float64Array) -> Mapping[str, Float64Array]:
-    """The implementation's gradients, turning its exceptions into a mismatch."""
-    try:
-        with _quiet():
-            return impl.vjp(case, cotangent)
-    except Exception as error:
-        raise MismatchError(f"vjp raised {type(error).__name__}: {error}") from error
+def _fully_masked(o: Observation) -> bool:
+    return bool((~o.allowed.any(axis=-1)).any())
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the implementation's own warnings while it runs.
-
-    The verdict is about the numbers; a library's advice (Keras warns about a
-    softmax over a single key) must not become a failure where warnings are
-    errors, as in this project's test suite.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+# --- judges: each reads one observation ------------------------------------------------
 
 
-def _expected(impl: Implementation, case: Case) -> tuple[Evaluation, list[Evaluation]]:
-    truth = evaluate(case, impl.conventions)
-    return truth, naive_evaluations(case, impl.conventions, impl.dtype)
+def context(o: Observation) -> list[Measure]:
+    """The context agrees with the spec (a declared ``raises`` convention: it raises)."""
+    if o.impl.conventions.fully_masked_row == "raises" and _fully_masked(o):
+        if o.output is not None:
+            raise MismatchError("declared fully_masked_row='raises' but returned a result")
+        return [Measure("raises on a fully masked row", 0.0, 1.0)]
+    out = _output(o)
+    return [compare("context", out.context, o.truth.context, o.bounds.context, o.impl.dtype)]
 
 
-# --- verifications -------------------------------------------------------------------------
+def weights(o: Observation) -> list[Measure]:
+    """The weights agree with the spec, when the implementation returns them."""
+    if o.output is None or o.output.weights is None:
+        return []
+    w = o.output.weights
+    return [compare("weights", w, o.truth.weights, o.bounds.weights, o.impl.dtype)]
 
 
-def agree(impl: Implementation, case: Case) -> list[Measure]:
-    """Context (and weights when returned) agree with the spec within the tolerance."""
-    if (
-        impl.conventions.fully_masked_row == "raises"
-        and fully_masked_rows(case, impl.conventions).any()
-    ):
-        return raises_on_fully_masked(impl, case)
-    out = _forward(impl, case)
-    truth, naive = _expected(impl, case)
-    measures = [
-        compare("context", out.context, truth.context, [n.context for n in naive], impl.dtype)
-    ]
-    if out.weights is not None:
-        naive_weights = [n.weights for n in naive]
-        measures.append(compare("weights", out.weights, truth.weights, naive_weights, impl.dtype))
-    return measures
+def _returned_weights(o: Observation) -> Float64Array:
+    w = _output(o).weights
+    if w is None:
+        raise MismatchError("weights: the implementation returned none")
+    return w
 
 
-def raises_on_fully_masked(impl: Implementation, case: Case) -> list[Measure]:
-    """The declared convention ``raises``: a fully masked row must raise."""
-    try:
-        with _quiet():
-            impl.forward(case)
-    except Exception:
-        return [Measure("raises on a fully masked row", 0.0, 0.0)]
-    raise MismatchError("declared fully_masked_row='raises' but returned a result")
-
-
-def masked_weights_exactly_zero(impl: Implementation, case: Case) -> list[Measure]:
+def masked_zero(o: Observation) -> list[Measure]:
     """Disallowed positions get weight exactly 0 (not merely small)."""
-    measures = agree(impl, case)
-    out = _forward(impl, case)
-    truth = evaluate(case, impl.conventions)
-    if out.weights is None:
-        raise MismatchError("weights: the implementation returned none")
-    disallowed = (truth.weights == 0) & ~np.isnan(truth.weights)
-    leaked = np.abs(np.where(disallowed, out.weights, 0.0))
-    measures.append(Measure("weights at disallowed positions", float(leaked.max(initial=0)), 0.0))
-    return measures
+    w = _returned_weights(o)
+    disallowed = (o.truth.weights == 0) & ~o.allowed
+    leaked = np.abs(np.where(disallowed, w, 0.0))
+    return [Measure("weights at disallowed positions", float(leaked.max(initial=0)), 0.0)]
 
 
-def rows_are_distributions(impl: Implementation, case: Case) -> list[Measure]:
-    """Returned weights are >= 0 and rows with an allowed key sum to 1."""
-    out = _forward(impl, case)
-    if out.weights is None:
-        raise MismatchError("weights: the implementation returned none")
-    w = out.weights
-    live = ~fully_masked_rows(case, impl.conventions)
-    live = np.broadcast_to(live, w.shape[:-1])
-    t_k = w.shape[-1]
-    # Note: a sum of Tk weights each within the allowance carries at most Tk
-    # roundings more; the floor covers the final division.
-    allowed_sum = (K_OUTPUT * t_k + ROUNDING_FLOOR) * EPSILON[impl.dtype]
+def distributions(o: Observation) -> list[Measure]:
+    """Returned weights are >= 0 and rows with an allowed key sum to 1.
+
+    Each row's sum may be off by the sum of its weights' bounds.
+    """
+    w = _returned_weights(o)
+    live = np.broadcast_to(o.allowed.any(axis=-1), w.shape[:-1])
     sums = np.where(live, w.sum(axis=-1), 1.0)
-    return [
-        Measure("|row sum - 1|", float(np.max(np.abs(sums - 1.0), initial=0.0)), allowed_sum),
-        Measure("negative weight", float(max(0.0, -np.nanmin(w, initial=0.0))), 0.0),
-    ]
-
-
-def result_dtype(impl: Implementation, case: Case) -> list[Measure]:
-    """The result has the implementation's dtype and that dtype's accuracy."""
-    measures = agree(impl, case)
-    out = _forward(impl, case)
-    if out.dtype != impl.dtype:
-        raise MismatchError(f"result dtype {out.dtype}, the inputs were {impl.dtype}")
+    allowed_sum = SAFETY * o.bounds.weights.sum(axis=-1) + underflow_floor(o.impl.dtype)
+    gap = np.abs(sums - 1.0)
+    worst = np.unravel_index(int(np.argmax(gap / allowed_sum)), gap.shape) if gap.size else ()
+    measures = [Measure("|row sum - 1|", float(gap[worst]), float(allowed_sum[worst]))]
+    measures.append(Measure("negative weight", float(max(0.0, -np.nanmin(w, initial=0.0))), 0.0))
     return measures
 
 
-def not_mutated(impl: Implementation, case: Case) -> list[Measure]:
+def result_dtype(o: Observation) -> list[Measure]:
+    """The result has the implementation's dtype."""
+    out = _output(o)
+    if out.dtype != o.impl.dtype:
+        raise MismatchError(f"result dtype {out.dtype}, the inputs were {o.impl.dtype}")
+    return [Measure("result dtype", 0.0, 1.0)]
+
+
+def not_mutated(o: Observation) -> list[Measure]:
     """No argument is modified in place."""
-    out = _forward(impl, case)
+    out = _output(o)
     if out.mutated:
         raise MismatchError(f"modified its argument(s) {', '.join(out.mutated)} in place")
-    return [Measure("arguments modified", 0.0, 0.0)]
+    return [Measure("arguments modified", 0.0, 1.0)]
 
 
-def gradients_agree(impl: Implementation, case: Case) -> list[Measure]:
-    """Gradients by the implementation's autodiff agree with the reference's exact VJP."""
-    if np.isnan(evaluate(case, impl.conventions).context).any():
-        return []  # declared NaN rows: their gradient is not defined
-    # Note: the cotangent is seeded by the case's bytes (not Python's salted
-    # hash), so a replayed counterexample sees the same direction.
-    rng = np.random.default_rng(zlib.crc32(case.arrays["query"].tobytes()))
-    truth = evaluate(case, impl.conventions)
-    cotangent = rng.standard_normal(truth.context.shape)
-    got = _vjp(impl, case, cotangent)
-    exact = reference_vjp(case, impl.conventions, cotangent)
-    naive = naive_vjps(case, impl.conventions, cotangent, impl.dtype)
-    measures = []
-    for name, expected in exact.items():
-        witnesses = [n[name] for n in naive]
-        measures.append(
-            compare(f"d/d{name}", got.get(name), expected, witnesses, impl.dtype, gradient=True)
-        )
-    return measures
+def gradients(o: Observation) -> list[Measure]:
+    """Gradients by the implementation's autodiff agree with the exact VJP."""
+    if o.exact is None or o.gradient_bounds is None:
+        return []  # declared NaN rows: no gradient to compare
+    if o.gradients is None:
+        raise MismatchError(o.gradient_failure or "vjp returned nothing")
+    return [
+        compare(f"d/d{name}", o.gradients.get(name), exact, o.gradient_bounds[name], o.impl.dtype)
+        for name, exact in o.exact.items()
+    ]
 
 
-def unread_gradients_zero(impl: Implementation, case: Case) -> list[Measure]:
+def unread_gradients(o: Observation) -> list[Measure]:
     """Gradients are finite, and exactly zero at rows that are not read."""
-    measures = gradients_agree(impl, case)
-    rows_nan = fully_masked_rows(case, impl.conventions).any()
-    if impl.conventions.fully_masked_row == "nan" and rows_nan:
-        return measures  # the declared NaN rows have no gradient to hold to anything
-    cotangent = np.ones(evaluate(case, impl.conventions).context.shape)
-    got = _vjp(impl, case, cotangent)
-    for name, rows in unread_rows(case, impl.conventions).items():
-        grad = got.get(name)
+    if o.exact is None or o.unread is None:
+        return []
+    if o.gradients is None:
+        raise MismatchError(o.gradient_failure or "vjp returned nothing")
+    measures = []
+    for name, rows in o.unread.items():
+        grad = o.gradients.get(name)
         if grad is None:
             raise MismatchError(f"d/d{name}: the implementation returned no gradient")
         if not np.isfinite(grad).all():
@@ -308,138 +258,127 @@ def unread_gradients_zero(impl: Implementation, case: Case) -> list[Measure]:
     return measures
 
 
-def nonfinite_unread(impl: Implementation, case: Case) -> list[Measure]:
-    """NaN or inf at unread positions changes neither the result nor, if offered, a gradient."""
-    measures = agree(impl, case)
-    if "gradients" in impl.features:
-        measures += unread_gradients_zero(impl, case)
-    return measures
-
-
 # --- the catalogue -------------------------------------------------------------------------
 
 SDPA = "scaled_dot_product_attention"
-_NO: frozenset[Feature] = frozenset()
-
-
-def _f(*names: Feature) -> frozenset[Feature]:
-    return frozenset(names)
-
-
-def _masked(styles: Sequence[MaskStyle], **spec: object) -> CaseSpec:
-    return CaseSpec(masks=tuple(styles), **spec)  # type: ignore[arg-type]
+_MASKS: frozenset[Feature] = frozenset({"bool_mask", "key_padding_mask"})
+_VALUES: tuple[ValueStyle, ...] = ("normal", "near_ties")
+_FORWARD = (context, weights)
 
 
 def _common(function: str, formula: str) -> list[Check]:
     """Checks every implementation of ``function`` is held to."""
-    masks = _f("bool_mask", "key_padding_mask")
     return [
-        Check(formula, function, _NO, CaseSpec(values=("normal",)), agree),
-        Check("distribution.stable", function, _NO, CaseSpec(values=("large_logits",)), agree),
-        Check("distribution.ties-uniform", function, _NO, CaseSpec(values=("ties",)), agree),
+        Check(formula, function, Draw(values=_VALUES), _FORWARD),
+        Check("distribution.stable", function, Draw(values=("large_logits",)), _FORWARD),
+        Check("distribution.ties-uniform", function, Draw(values=("ties",)), _FORWARD),
         Check(
             "distribution.mask-polarity",
             function,
-            _NO,
-            _masked(("bool", "key_padding")),
-            agree,
-            masks,
+            Draw(masks=("bool", "key_padding")),
+            _FORWARD,
+            requires_any=_MASKS,
         ),
         Check(
             "distribution.masked-zero",
             function,
-            _f("weights"),
             # large logits expose finite mask constants (-1e4, score - 1e9) that leak
-            _masked(("bool", "key_padding"), values=("normal", "large_logits")),
-            masked_weights_exactly_zero,
-            masks,
+            Draw(values=("normal", "large_logits"), masks=("bool", "key_padding", "additive")),
+            (*_FORWARD, masked_zero),
+            requires=frozenset({"weights"}),
+            requires_any=_MASKS,
         ),
         Check(
             "distribution.fully-masked-row",
             function,
-            _NO,
-            _masked(("fully_masked",)),
-            agree,
-            masks,
+            Draw(masks=("fully_masked",)),
+            _FORWARD,
+            requires_any=_MASKS,
         ),
         Check(
             "distribution.sums-to-one",
             function,
-            _f("weights"),
-            _masked(("none", "bool", "key_padding")),
-            rows_are_distributions,
+            Draw(),
+            (distributions,),
+            requires=frozenset({"weights"}),
         ),
-        Check("input.unread-positions", function, _NO, _masked(("poison",)), agree, masks),
+        Check(
+            "input.unread-positions",
+            function,
+            Draw(masks=("poison",)),
+            _FORWARD,
+            requires_any=_MASKS,
+        ),
         Check(
             "input.unread-nonfinite",
             function,
-            _NO,
-            _masked(("nan_poison",)),
-            nonfinite_unread,
-            masks,
+            Draw(masks=("nan_poison",)),
+            (*_FORWARD, gradients, unread_gradients),
+            requires_any=_MASKS,
+            gradients=True,
         ),
+        Check("input.result-dtype", function, Draw(values=_VALUES), (result_dtype, *_FORWARD)),
+        Check("input.not-mutated", function, Draw(), (not_mutated,)),
         Check(
-            "input.result-dtype",
+            "input.gradient",
             function,
-            _NO,
-            CaseSpec(values=("normal", "near_ties")),
-            result_dtype,
-        ),
-        Check("input.not-mutated", function, _NO, _masked(("none", "bool")), not_mutated),
-        Check(
-            "input.gradient", function, _f("gradients"), _masked(("none", "bool")), gradients_agree
+            Draw(values=_VALUES, masks=(*ORDINARY_MASKS, "fully_masked")),
+            (gradients,),
+            requires=frozenset({"gradients"}),
+            gradients=True,
         ),
         Check(
             "input.unread-gradient",
             function,
-            _f("gradients"),
-            _masked(("poison", "fully_masked")),
-            unread_gradients_zero,
-            masks,
+            Draw(masks=("poison", "fully_masked")),
+            (gradients, unread_gradients),
+            requires=frozenset({"gradients"}),
+            requires_any=_MASKS,
+            gradients=True,
         ),
     ]
 
 
 def _sdpa_only() -> list[Check]:
     return [
-        Check("sdpa.default-scale", SDPA, _NO, CaseSpec(values=("normal", "near_ties")), agree),
+        Check("sdpa.default-scale", SDPA, Draw(values=_VALUES, scales=("default",)), _FORWARD),
         Check(
             "score.scale-applied",
             SDPA,
-            _f("scale"),
-            CaseSpec(scales=("random", "zero", "negative", "large")),
-            agree,
+            Draw(scales=("random", "zero", "negative", "tiny", "large")),
+            _FORWARD,
+            requires=frozenset({"scale"}),
         ),
         Check(
             "distribution.additive-mask",
             SDPA,
-            _f("additive_mask"),
-            _masked(("additive",)),
-            agree,
+            Draw(masks=("additive",)),
+            _FORWARD,
+            requires=frozenset({"additive_mask"}),
         ),
         Check(
             "input.batch-broadcast",
             SDPA,
-            _f("bool_mask"),
-            _masked(("bool",), broadcast_masks=True),
-            agree,
+            Draw(masks=("bool", "additive")),
+            _FORWARD,
+            requires_any=frozenset({"bool_mask", "additive_mask"}),
         ),
-        Check(
-            "sdpa.causal",
-            SDPA,
-            _f("causal"),
-            # with scale overrides too: a kernel may special-case the causal path
-            CaseSpec(causal=True, unequal_lengths=True, scales=("default", "random", "negative")),
-            agree,
-        ),
+        # the causal check draws scale overrides too: a kernel may special-case the causal path
+        Check("sdpa.causal", SDPA, Draw(causal=True), _FORWARD, requires=frozenset({"causal"})),
         Check(
             "sdpa.causal-with-mask",
             SDPA,
-            _f("causal_with_mask"),
-            _masked(("bool",), causal=True, unequal_lengths=True),
-            agree,
+            Draw(causal=True, masks=("bool", "additive")),
+            _FORWARD,
+            requires=frozenset({"causal_with_mask"}),
         ),
-        Check("sdpa.grouped-query-heads", SDPA, _f("gqa"), CaseSpec(gqa=True), agree),
+        Check(
+            "sdpa.grouped-query-heads",
+            SDPA,
+            Draw(gqa=True),
+            _FORWARD,
+            requires=frozenset({"gqa"}),
+        ),
     ]
 
 
@@ -447,14 +386,8 @@ CHECKS: tuple[Check, ...] = (
     *_common(SDPA, "sdpa.formula"),
     *_sdpa_only(),
     *_common("attention", "attention.composition"),
-    Check("attention.score", "attention", _NO, CaseSpec(values=("normal", "near_ties")), agree),
-    Check(
-        "sdpa.causal",
-        "attention",
-        _f("causal"),
-        CaseSpec(causal=True, unequal_lengths=True),
-        agree,
-    ),
+    Check("attention.score", "attention", Draw(values=_VALUES), _FORWARD),
+    Check("sdpa.causal", "attention", Draw(causal=True), _FORWARD, requires=frozenset({"causal"})),
 )
 """Every check the oracle knows, in the order they run."""
 

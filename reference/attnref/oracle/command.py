@@ -149,6 +149,7 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 save_dir=args.save_dir,
                 target=name,
                 progress=_progress(out),  # type: ignore[arg-type]
+                departure_cases=TARGETS[name].departure_cases if name in TARGETS else None,
             )
             print("\n" + report.table() + "\n", file=out)
             reports.append(report)

@@ -10,13 +10,14 @@ everything else by the spec. An undeclared choice means the spec's default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from attnspec.errors import ArgumentError
 from attnspec.typing import CausalAlignment
 
 __all__ = [
     "FEATURES",
+    "Accumulation",
     "Conventions",
     "Feature",
     "FullyMaskedRow",
@@ -40,6 +41,9 @@ Layout = Literal["BHTD", "BTHD"]
 """Axis order of query/key/value: ``[B, H, T, d]`` (the spec, PyTorch, ONNX) or
 ``[B, T, H, d]`` (JAX)."""
 
+Accumulation = Literal["float64", "float32", "float16", "bfloat16"]
+"""The dtype an implementation accumulates its sums and computes its softmax in."""
+
 Feature = Literal[
     "scale",
     "bool_mask",
@@ -59,18 +63,7 @@ weights; gradients by the implementation's own autodiff; and values whose
 feature size differs from the keys'."""
 
 
-FEATURES: tuple[Feature, ...] = (
-    "scale",
-    "bool_mask",
-    "key_padding_mask",
-    "additive_mask",
-    "causal",
-    "causal_with_mask",
-    "gqa",
-    "weights",
-    "gradients",
-    "distinct_value_dim",
-)
+FEATURES: tuple[Feature, ...] = get_args(Feature)
 """Every :data:`Feature`, in the order of its definition."""
 
 
@@ -88,6 +81,12 @@ class Conventions:
         See :data:`MaskPolarity`; the spec's default is ``"attend"``.
     layout
         See :data:`Layout`; the spec's default is ``"BHTD"``.
+    accumulation
+        The dtype its sums and softmax are computed in, or ``None`` for the
+        default: float32 for float16 and bfloat16 storage (PyTorch's math and
+        fused kernels, FlashAttention, JAX's softmax), the storage dtype
+        itself otherwise. Declare ``"bfloat16"`` for a kernel that really
+        accumulates in bfloat16 to be judged at that (much lower) precision.
     declared
         Names of the fields the implementation declared explicitly; the
         report lists them, the rest are the spec's defaults.
@@ -97,6 +96,7 @@ class Conventions:
     causal_alignment: CausalAlignment = "top_left"
     mask_polarity: MaskPolarity = "attend"
     layout: Layout = "BHTD"
+    accumulation: Accumulation | None = None
     declared: frozenset[str] = field(default=frozenset(), compare=False)
 
     @classmethod
@@ -107,6 +107,7 @@ class Conventions:
         causal_alignment: CausalAlignment | None = None,
         mask_polarity: MaskPolarity | None = None,
         layout: Layout | None = None,
+        accumulation: Accumulation | None = None,
     ) -> Conventions:
         """Conventions with the given fields declared and the rest left at the spec default.
 
@@ -121,6 +122,7 @@ class Conventions:
             "causal_alignment": (causal_alignment, ("top_left", "bottom_right")),
             "mask_polarity": (mask_polarity, ("attend", "ignore")),
             "layout": (layout, ("BHTD", "BTHD")),
+            "accumulation": (accumulation, ("float64", "float32", "float16", "bfloat16")),
         }
         for name, (value, options) in given.items():
             if value is not None and value not in options:
@@ -131,6 +133,7 @@ class Conventions:
             causal_alignment=causal_alignment or "top_left",
             mask_polarity=mask_polarity or "attend",
             layout=layout or "BHTD",
+            accumulation=accumulation,
             declared=frozenset(name for name, (value, _) in given.items() if value is not None),
         )
 
@@ -140,4 +143,29 @@ class Conventions:
         for name in ("fully_masked_row", "causal_alignment", "mask_polarity", "layout"):
             mark = " (declared)" if name in self.declared else ""
             parts.append(f"{name}={getattr(self, name)}{mark}")
+        if self.accumulation is not None:
+            parts.append(f"accumulation={self.accumulation} (declared)")
         return "; ".join(parts)
+
+    def accumulates_in(self, storage: str, /) -> str:
+        """The accumulation dtype for ``storage``: the declared one or the default.
+
+        >>> Conventions().accumulates_in("bfloat16"), Conventions().accumulates_in("float64")
+        ('float32', 'float64')
+
+        Raises
+        ------
+        ArgumentError
+            If the declared accumulation is narrower than the storage dtype.
+        """
+        if self.accumulation is None:
+            return "float32" if storage in ("float16", "bfloat16") else storage
+        width = {"float64": 4, "float32": 3, "float16": 1, "bfloat16": 1}
+        if width[self.accumulation] < width[storage] or (
+            width[self.accumulation] == width[storage] and self.accumulation != storage
+        ):
+            raise ArgumentError(
+                f"accumulation must be at least as wide as the dtype {storage!r}; "
+                f"got {self.accumulation!r}"
+            )
+        return self.accumulation

@@ -112,23 +112,12 @@ def run_reference(case: Case, conventions: Conventions, dtype: str | None) -> tu
 
 def allowed_positions(case: Case, conventions: Conventions) -> npt.NDArray[np.bool_]:
     """``[..., Tq, Tk]`` positions that the mask and the causal flag allow."""
-    q = case.arrays["query"]
-    k = case.arrays["key"] if "key" in case.arrays else case.arrays["keys"]
-    t_q, t_k = q.shape[-2], k.shape[-2]
-    allowed = np.ones((*q.shape[:-2], t_q, t_k), dtype=bool)
-    if case.mask is not None:
-        m = np.asarray(case.mask)
-        allowed = allowed & (m if m.dtype == np.bool_ else m != -np.inf)
-    if case.options.get("is_causal"):
-        offset = 0 if conventions.causal_alignment == "top_left" else t_k - t_q
-        allowed = allowed & (np.arange(t_k)[None, :] <= np.arange(t_q)[:, None] + offset)
-    return allowed
+    return case.allowed(conventions.causal_alignment)
 
 
 def fully_masked_rows(case: Case, conventions: Conventions) -> npt.NDArray[np.bool_]:
     """``[..., Tq]`` rows of the weights with no allowed key (mask and causal flag)."""
-    rows = np.asarray(~allowed_positions(case, conventions).any(axis=-1), dtype=np.bool_)
-    return rows
+    return case.fully_masked_rows(conventions.causal_alignment)
 
 
 def evaluate(case: Case, conventions: Conventions, *, dtype: str | None = None) -> Evaluation:
@@ -159,9 +148,7 @@ def _apply_convention(
         context[rows_c] = np.nan
         return Evaluation(context, weights)
     # uniform: every key weighs 1/Tk, so the context is the mean of all values
-    values = case.arrays["value"] if "value" in case.arrays else case.arrays["values"]
-    if case.options.get("enable_gqa"):
-        values = np.repeat(values, context.shape[-3] // values.shape[-3], axis=-3)
+    values = np.repeat(case.value, case.groups, axis=-3) if case.groups > 1 else case.value
     mean = np.broadcast_to(
         np.asarray(values, dtype=np.float64).mean(axis=-2, keepdims=True), context.shape
     )

@@ -56,9 +56,7 @@ def reference_vjp(
     Rows a declared convention fills with the mean of the values
     (``uniform``) contribute ``cotangent / Tk`` to every value row.
     """
-    names = (
-        ("query", "keys", "values") if case.function == "attention" else ("query", "key", "value")
-    )
+    names = case.names
     if dtype == "bfloat16":
         raw = _bfloat16_vjp(case, conventions, cotangent)
     else:
@@ -78,7 +76,7 @@ def _uniform_rows_vjp(
     case: Case, conventions: Conventions, cotangent: Float64Array
 ) -> Float64Array:
     """``d/dvalues`` of the rows that a ``uniform`` convention sets to the mean of the values."""
-    values = case.arrays["values"] if case.function == "attention" else case.arrays["value"]
+    values = case.value
     rows = np.broadcast_to(fully_masked_rows(case, conventions), cotangent.shape[:-1])
     c = np.where(rows[..., None], cotangent, 0.0)  # [..., Tq, d_v]
     per_row = c.sum(axis=-2, keepdims=True) / values.shape[-2]  # [..., 1, d_v]
@@ -90,9 +88,7 @@ def _uniform_rows_vjp(
 
 def unread_rows(case: Case, conventions: Conventions) -> dict[str, npt.NDArray[np.bool_]]:
     """Rows of query/key/value that no output reads, so their gradient must be exactly 0."""
-    names = (
-        ("query", "keys", "values") if case.function == "attention" else ("query", "key", "value")
-    )
+    names = case.names
     allowed = allowed_positions(case, conventions)
     q_unread = np.asarray(~allowed.any(axis=-1), dtype=np.bool_)  # [..., Tq]
     k_unread = np.asarray(~allowed.any(axis=-2), dtype=np.bool_)  # [..., Tk] per query head

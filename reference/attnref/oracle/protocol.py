@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from attnref.oracle.conventions import Conventions, Feature
-from attnspec.typing import ScoreKind
+from attnspec.typing import CausalAlignment, ScoreKind
 
 __all__ = ["Case", "Float64Array", "Function", "Implementation", "Output", "ScoreForm"]
 
@@ -70,6 +70,67 @@ class Case:
     arrays: Mapping[str, Float64Array]
     mask: npt.NDArray[Any] | None = None
     options: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        """The spec's names of query, keys and values for this function."""
+        if self.function == "attention":
+            return ("query", "keys", "values")
+        return ("query", "key", "value")
+
+    @property
+    def key_name(self) -> str:
+        """``"keys"`` for ``attention``, ``"key"`` for SDPA."""
+        return self.names[1]
+
+    @property
+    def value_name(self) -> str:
+        """``"values"`` for ``attention``, ``"value"`` for SDPA."""
+        return self.names[2]
+
+    @property
+    def query(self) -> Float64Array:
+        """The query array."""
+        return self.arrays["query"]
+
+    @property
+    def key(self) -> Float64Array:
+        """The key array (``keys`` of ``attention``)."""
+        return self.arrays[self.key_name]
+
+    @property
+    def value(self) -> Float64Array:
+        """The value array (``values`` of ``attention``)."""
+        return self.arrays[self.value_name]
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether the causal flag is set."""
+        return bool(self.options.get("is_causal"))
+
+    @property
+    def groups(self) -> int:
+        """Query heads per key head (1 without grouped query heads)."""
+        if not self.options.get("enable_gqa"):
+            return 1
+        return int(self.query.shape[-3] // self.key.shape[-3])
+
+    def allowed(self, alignment: CausalAlignment, /) -> npt.NDArray[np.bool_]:
+        """``[..., Tq, Tk]`` positions that the mask and the causal flag allow."""
+        t_q, t_k = self.query.shape[-2], self.key.shape[-2]
+        allowed = np.ones((*self.query.shape[:-2], t_q, t_k), dtype=bool)
+        if self.mask is not None:
+            m = np.asarray(self.mask)
+            allowed = allowed & (m if m.dtype == np.bool_ else m != -np.inf)
+        if self.is_causal:
+            from attnref.composite import causal_mask
+
+            allowed = allowed & causal_mask(t_q, t_k, alignment=alignment)
+        return allowed
+
+    def fully_masked_rows(self, alignment: CausalAlignment, /) -> npt.NDArray[np.bool_]:
+        """``[..., Tq]`` rows with no allowed key."""
+        return np.asarray(~self.allowed(alignment).any(axis=-1), dtype=np.bool_)
 
     def save(self, path: str, /) -> None:
         """Write the case to an ``.npz`` file that :meth:`load` reads back exactly."""

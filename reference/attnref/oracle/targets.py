@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from attnref.oracle.conventions import Conventions, Feature
-from attnref.oracle.protocol import Implementation
+from attnref.oracle.protocol import Case, Implementation
 from attnspec.errors import ArgumentError
 
 __all__ = ["TARGETS", "Target", "resolve"]
@@ -44,6 +46,9 @@ class Target:
     needs
         Modules it imports; a target whose modules are missing is reported,
         not crashed on.
+    departure_cases
+        ``{clause: predicate}`` for expected failures whose cases other
+        clauses must not draw (:data:`attnref.oracle.run.DepartureCases`).
     """
 
     name: str
@@ -51,6 +56,7 @@ class Target:
     factory: Callable[[], Implementation]
     expected_failures: Mapping[str, str] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
+    departure_cases: Mapping[str, Callable[[Case], bool]] = field(default_factory=dict)
 
     def missing(self) -> list[str]:
         """The modules of :attr:`needs` that cannot be imported."""
@@ -133,6 +139,21 @@ _KERAS_MASK = (
     "exceeds about 1e9 keeps its weight (keras attention.py, _apply_scores)"
 )
 
+
+def _causal_nonpositive_scale(case: Case) -> bool:
+    """The cases of PyTorch's causal NaN rows: the causal flag with a scale of 0 or less."""
+    scale = case.options.get("scale")
+    return case.is_causal and isinstance(scale, float) and scale <= 0
+
+
+def _masked_huge_scores(case: Case) -> bool:
+    """The cases of Keras' weak mask constant: a mask and scores that may exceed 1e8."""
+    q, k = np.abs(case.query), np.abs(case.key)
+    finite = np.isfinite(q).all() and np.isfinite(k).all()
+    reach = float(q.max(initial=0) * k.max(initial=0) * case.query.shape[-1]) if finite else np.inf
+    return case.mask is not None and reach > 1e8
+
+
 TARGETS: Mapping[str, Target] = MappingProxyType(
     {
         t.name: t
@@ -155,10 +176,11 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                     ),
                     "sdpa.causal-top-left": (
                         "the default CPU kernel of PyTorch 2.13 returns NaN rows with "
-                        "is_causal=True and a negative scale (its math backend is right)"
+                        "is_causal=True and a scale of 0 or less (its math backend is right)"
                     ),
                 },
                 needs=("torch",),
+                departure_cases={"sdpa.causal-top-left": _causal_nonpositive_scale},
             ),
             Target(
                 "torch.mha",
@@ -195,6 +217,7 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                     "input.unread-nonfinite": _NAN_LEAK,
                 },
                 needs=("keras", "torch"),
+                departure_cases={"distribution.masked-zero": _masked_huge_scores},
             ),
             Target(
                 "keras.AdditiveAttention",

@@ -43,7 +43,7 @@ def key_orderings(
     and the mask's key axis are permuted alike, and a causal flag is folded
     into an explicit mask first (it refers to positions).
     """
-    key_name, value_name = ("keys", "values") if case.function == "attention" else ("key", "value")
+    key_name, value_name = case.key_name, case.value_name
     t_k = case.arrays[key_name].shape[-2]
     identity = np.arange(t_k)
     variants = [(case, identity)]
@@ -100,7 +100,7 @@ def naive_vjps(
     case: Case, conventions: Conventions, cotangent: Float64Array, dtype: str, /
 ) -> list[dict[str, Float64Array]]:
     """The naive VJP in ``dtype`` on every witness, mapped back to the case's key order."""
-    key_name, value_name = ("keys", "values") if case.function == "attention" else ("key", "value")
+    key_name, value_name = case.key_name, case.value_name
     results = []
     for variant, perm in _witnesses(case, conventions, dtype):
         grads = reference_vjp(variant, conventions, cotangent, dtype=dtype)
