@@ -37,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=8, help="B*H of the full-size check")
     parser.add_argument("--d", type=int, default=128, help="feature size of the full-size check")
     parser.add_argument("--no-large", action="store_true", help="skip the full-size check")
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also print the smallest planted scale and gradient error caught per dtype",
+    )
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("KERAS_BACKEND", "torch")
     failed = False
@@ -75,7 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  peak resident memory {_peak_mib():.0f} MiB (before: {before:.0f} MiB)")
         print(f"  {run.result.clause}: {run.result.status} ({run.result.message})")
         failed = failed or run.result.status != "passed"
+    if args.sensitivity:
+        print()
+        _print_sensitivity()
     return 1 if failed else 0
+
+
+def _print_sensitivity() -> None:
+    from attnref.oracle.sensitivity import sensitivity
+
+    print("smallest planted relative error caught (sound float32-accumulating kernel):")
+    print(f"{'dtype':<9} {'planted in':<10} {'caught':>9} {'missed':>9}  judged by")
+    for row in sensitivity(examples=DEFAULT_EXAMPLES):
+        caught = "-" if row.smallest_caught is None else f"{row.smallest_caught:.1e}"
+        missed = "-" if row.largest_missed is None else f"{row.largest_missed:.1e}"
+        print(f"{row.dtype:<9} {row.kind:<10} {caught:>9} {missed:>9}  {row.clauses}")
 
 
 if __name__ == "__main__":
