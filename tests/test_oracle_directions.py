@@ -10,10 +10,10 @@ really go wrong. Every check runs in the quick mode a user starts with.
 
 from __future__ import annotations
 
-import kernels
 import pytest
 from hypothesis import given, settings
 
+import kernels
 from attnref.oracle import check_implementation
 from attnref.oracle.adapters.torch import TorchSDPA
 from attnref.oracle.cases import Draw, cases
