@@ -68,7 +68,7 @@ class TwinAttention:
 
     def vjp(self, case: Case, cotangent: Float64Array, /) -> Mapping[str, Float64Array]:
         context, _, leaves = self._run(case, grad=True)
-        (context * torch.from_numpy(cotangent)).sum().backward()
+        torch.autograd.backward((context * torch.from_numpy(cotangent)).sum())
         return {
             n: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).numpy().copy()
             for n, leaf in zip(case.names, leaves, strict=True)
