@@ -152,7 +152,8 @@ def _run_vjp(
 def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observation:
     """Run ``impl`` on ``case`` once and evaluate the spec and the bounds for it.
 
-    With ``gradients`` the implementation's VJP is run too, in a direction
+    With ``gradients`` the implementation's VJP is run too (if it offers
+    gradients), in a direction
     seeded by the case's bytes (not Python's salted hash), so a replayed
     counterexample sees the same direction.
     """
@@ -174,7 +175,9 @@ def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observat
     observation = Observation(
         impl, case, precision, output, failure, truth, bounds, allowed, unread=None
     )
-    if not gradients or np.isnan(truth.context).any():
+    if not gradients or "gradients" not in impl.features:
+        return observation
+    if np.isnan(truth.context).any():
         return observation  # declared NaN rows: their gradient is not defined
     rng = np.random.default_rng(zlib.crc32(case.query.tobytes()))
     cotangent = rng.standard_normal(truth.context.shape)
