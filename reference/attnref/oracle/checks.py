@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -264,130 +265,139 @@ SDPA = "scaled_dot_product_attention"
 _MASKS: frozenset[Feature] = frozenset({"bool_mask", "key_padding_mask"})
 _VALUES: tuple[ValueStyle, ...] = ("normal", "near_ties")
 _FORWARD = (context, weights)
+_GRADIENTS: frozenset[Feature] = frozenset({"gradients"})
+_WEIGHTS: frozenset[Feature] = frozenset({"weights"})
+
+# Every function's checks, one row a clause: the keyword arguments of its Check
+# (the function is added below). Unlisted features are drawn in combination.
+_COMMON: tuple[dict[str, Any], ...] = (
+    dict(clause="formula", draw=Draw(values=_VALUES), judges=_FORWARD),
+    dict(clause="distribution.stable", draw=Draw(values=("large_logits",)), judges=_FORWARD),
+    dict(clause="distribution.ties-uniform", draw=Draw(values=("ties",)), judges=_FORWARD),
+    dict(
+        clause="distribution.mask-polarity",
+        draw=Draw(masks=("bool", "key_padding")),
+        judges=_FORWARD,
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="distribution.masked-zero",
+        # large logits expose finite mask constants (-1e4, score - 1e9) that leak
+        draw=Draw(values=("normal", "large_logits"), masks=("bool", "key_padding", "additive")),
+        judges=(*_FORWARD, masked_zero),
+        requires=_WEIGHTS,
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="distribution.fully-masked-row",
+        draw=Draw(masks=("fully_masked",)),
+        judges=_FORWARD,
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="distribution.sums-to-one", draw=Draw(), judges=(distributions,), requires=_WEIGHTS
+    ),
+    dict(
+        clause="input.unread-positions",
+        draw=Draw(masks=("poison",)),
+        judges=_FORWARD,
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="input.unread-nonfinite",
+        draw=Draw(masks=("nan_poison",)),
+        judges=(*_FORWARD, gradients, unread_gradients),
+        requires_any=_MASKS,
+        gradients=True,
+    ),
+    dict(clause="input.result-dtype", draw=Draw(values=_VALUES), judges=(result_dtype, *_FORWARD)),
+    dict(clause="input.not-mutated", draw=Draw(), judges=(not_mutated,)),
+    dict(
+        clause="input.gradient",
+        draw=Draw(values=_VALUES, masks=(*ORDINARY_MASKS, "fully_masked")),
+        judges=(gradients,),
+        requires=_GRADIENTS,
+        gradients=True,
+    ),
+    dict(
+        clause="input.unread-gradient",
+        draw=Draw(masks=("poison", "fully_masked")),
+        judges=(gradients, unread_gradients),
+        requires=_GRADIENTS,
+        requires_any=_MASKS,
+        gradients=True,
+    ),
+)
+
+_SDPA_ONLY: tuple[dict[str, Any], ...] = (
+    dict(
+        clause="sdpa.default-scale", draw=Draw(values=_VALUES, scales=("default",)), judges=_FORWARD
+    ),
+    dict(
+        clause="score.scale-applied",
+        draw=Draw(scales=("random", "zero", "negative", "tiny", "large")),
+        judges=_FORWARD,
+        requires=frozenset({"scale"}),
+    ),
+    dict(
+        clause="distribution.additive-mask",
+        draw=Draw(masks=("additive",)),
+        judges=_FORWARD,
+        requires=frozenset({"additive_mask"}),
+    ),
+    dict(
+        clause="input.batch-broadcast",
+        draw=Draw(masks=("bool", "additive")),
+        judges=_FORWARD,
+        requires_any=frozenset({"bool_mask", "additive_mask"}),
+    ),
+    # the causal check draws scale overrides too: a kernel may special-case the causal path
+    dict(
+        clause="sdpa.causal",
+        draw=Draw(causal=True),
+        judges=_FORWARD,
+        requires=frozenset({"causal"}),
+    ),
+    dict(
+        clause="sdpa.causal-with-mask",
+        draw=Draw(causal=True, masks=("bool", "additive")),
+        judges=_FORWARD,
+        requires=frozenset({"causal_with_mask"}),
+    ),
+    dict(
+        clause="sdpa.grouped-query-heads",
+        draw=Draw(gqa=True),
+        judges=_FORWARD,
+        requires=frozenset({"gqa"}),
+    ),
+)
+
+_ATTENTION_ONLY: tuple[dict[str, Any], ...] = (
+    dict(clause="attention.score", draw=Draw(values=_VALUES), judges=_FORWARD),
+    dict(
+        clause="sdpa.causal",
+        draw=Draw(causal=True),
+        judges=_FORWARD,
+        requires=frozenset({"causal"}),
+    ),
+)
+
+_FORMULA = {SDPA: "sdpa.formula", "attention": "attention.composition"}
 
 
-def _common(function: str, formula: str) -> list[Check]:
-    """Checks every implementation of ``function`` is held to."""
-    return [
-        Check(formula, function, Draw(values=_VALUES), _FORWARD),
-        Check("distribution.stable", function, Draw(values=("large_logits",)), _FORWARD),
-        Check("distribution.ties-uniform", function, Draw(values=("ties",)), _FORWARD),
-        Check(
-            "distribution.mask-polarity",
-            function,
-            Draw(masks=("bool", "key_padding")),
-            _FORWARD,
-            requires_any=_MASKS,
-        ),
-        Check(
-            "distribution.masked-zero",
-            function,
-            # large logits expose finite mask constants (-1e4, score - 1e9) that leak
-            Draw(values=("normal", "large_logits"), masks=("bool", "key_padding", "additive")),
-            (*_FORWARD, masked_zero),
-            requires=frozenset({"weights"}),
-            requires_any=_MASKS,
-        ),
-        Check(
-            "distribution.fully-masked-row",
-            function,
-            Draw(masks=("fully_masked",)),
-            _FORWARD,
-            requires_any=_MASKS,
-        ),
-        Check(
-            "distribution.sums-to-one",
-            function,
-            Draw(),
-            (distributions,),
-            requires=frozenset({"weights"}),
-        ),
-        Check(
-            "input.unread-positions",
-            function,
-            Draw(masks=("poison",)),
-            _FORWARD,
-            requires_any=_MASKS,
-        ),
-        Check(
-            "input.unread-nonfinite",
-            function,
-            Draw(masks=("nan_poison",)),
-            (*_FORWARD, gradients, unread_gradients),
-            requires_any=_MASKS,
-            gradients=True,
-        ),
-        Check("input.result-dtype", function, Draw(values=_VALUES), (result_dtype, *_FORWARD)),
-        Check("input.not-mutated", function, Draw(), (not_mutated,)),
-        Check(
-            "input.gradient",
-            function,
-            Draw(values=_VALUES, masks=(*ORDINARY_MASKS, "fully_masked")),
-            (gradients,),
-            requires=frozenset({"gradients"}),
-            gradients=True,
-        ),
-        Check(
-            "input.unread-gradient",
-            function,
-            Draw(masks=("poison", "fully_masked")),
-            (gradients, unread_gradients),
-            requires=frozenset({"gradients"}),
-            requires_any=_MASKS,
-            gradients=True,
-        ),
-    ]
-
-
-def _sdpa_only() -> list[Check]:
-    return [
-        Check("sdpa.default-scale", SDPA, Draw(values=_VALUES, scales=("default",)), _FORWARD),
-        Check(
-            "score.scale-applied",
-            SDPA,
-            Draw(scales=("random", "zero", "negative", "tiny", "large")),
-            _FORWARD,
-            requires=frozenset({"scale"}),
-        ),
-        Check(
-            "distribution.additive-mask",
-            SDPA,
-            Draw(masks=("additive",)),
-            _FORWARD,
-            requires=frozenset({"additive_mask"}),
-        ),
-        Check(
-            "input.batch-broadcast",
-            SDPA,
-            Draw(masks=("bool", "additive")),
-            _FORWARD,
-            requires_any=frozenset({"bool_mask", "additive_mask"}),
-        ),
-        # the causal check draws scale overrides too: a kernel may special-case the causal path
-        Check("sdpa.causal", SDPA, Draw(causal=True), _FORWARD, requires=frozenset({"causal"})),
-        Check(
-            "sdpa.causal-with-mask",
-            SDPA,
-            Draw(causal=True, masks=("bool", "additive")),
-            _FORWARD,
-            requires=frozenset({"causal_with_mask"}),
-        ),
-        Check(
-            "sdpa.grouped-query-heads",
-            SDPA,
-            Draw(gqa=True),
-            _FORWARD,
-            requires=frozenset({"gqa"}),
-        ),
-    ]
+def _checks(function: str, rows: tuple[dict[str, Any], ...]) -> list[Check]:
+    made = []
+    for row in rows:
+        clause = _FORMULA[function] if row["clause"] == "formula" else row["clause"]
+        made.append(Check(**{**row, "clause": clause, "function": function}))
+    return made
 
 
 CHECKS: tuple[Check, ...] = (
-    *_common(SDPA, "sdpa.formula"),
-    *_sdpa_only(),
-    *_common("attention", "attention.composition"),
-    Check("attention.score", "attention", Draw(values=_VALUES), _FORWARD),
-    Check("sdpa.causal", "attention", Draw(causal=True), _FORWARD, requires=frozenset({"causal"})),
+    *_checks(SDPA, _COMMON),
+    *_checks(SDPA, _SDPA_ONLY),
+    *_checks("attention", _COMMON),
+    *_checks("attention", _ATTENTION_ONLY),
 )
 """Every check the oracle knows, in the order they run."""
 
