@@ -79,3 +79,53 @@ def test_skips_and_expected_failures(pytester: pytest.Pytester) -> None:
         "-rsx",
     )
     result.assert_outcomes(skipped=1, xfailed=1)
+
+
+LEAKY_MODULE = """
+from attnref.oracle.adapters.torch import TorchSDPA
+from attnref.oracle.pytest_plugin import parametrize_with_checks
+import attnref.torch as twin
+
+
+def leaky(q, k, v, **kw):
+    # the twin's weights times the values, as a plain matmul: 0 * NaN at a masked value row
+    _, weights = twin.scaled_dot_product_attention(q, k, v, **kw)
+    return weights @ v, weights
+
+
+LEAKY = TorchSDPA(leaky, name="leaky", features=frozenset({"bool_mask", "weights"}))
+
+
+@parametrize_with_checks(LEAKY)
+def test_leaky(attnspec_check, attnspec_settings):
+    attnspec_check(attnspec_settings)
+"""
+
+
+def test_recommended_clause_not_met_is_an_xfail(pytester: pytest.Pytester) -> None:
+    """input.unread-nonfinite: a leak of NaN behind the mask is a finding, reported as an xfail."""
+    pytester.makepyfile(test_conformance=LEAKY_MODULE)
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(), "--attnspec-max-examples=15", "-k", "unread-nonfinite", "-rx", "-v"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaky?leaky/input.unread-nonfinite? XFAIL*",
+            "*recommended clause not met: *",
+        ]
+    )
+    result.assert_outcomes(xfailed=1)
+
+
+def test_strict_option_fails_recommended_clauses(pytester: pytest.Pytester) -> None:
+    """input.unread-nonfinite: with --attnspec-strict the finding fails, naming its level."""
+    pytester.makepyfile(test_conformance=LEAKY_MODULE)
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(),
+        "--attnspec-max-examples=15",
+        "--attnspec-strict",
+        "-k",
+        "unread-nonfinite",
+    )
+    result.stdout.fnmatch_lines(["*input.unread-nonfinite (recommended): *"])
+    result.assert_outcomes(failed=1)

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -65,6 +66,62 @@ def test_declaring_a_clause_twice_is_refused() -> None:
     """The registry keeps IDs stable: a second declaration of an ID is an error."""
     with pytest.raises(ValueError, match="declared twice"):
         clauses.declare(clauses.Clause("input.not-mutated", "again"))
+
+
+def test_every_clause_has_a_level_and_recommended_ones_a_reason() -> None:
+    """Each clause is required or recommended; a recommended one says why, a required one not."""
+    for clause in clauses.all_clauses():
+        assert clause.level in get_args(clauses.Level), clause.id
+        if clause.level == "recommended":
+            assert clause.reason.strip(), clause.id
+        else:
+            assert not clause.reason, clause.id
+
+
+def test_levels_partition_the_registry_and_most_clauses_are_required() -> None:
+    """at_level selects by level, in declaration order; recommended clauses are at most 1 in 10."""
+    every = tuple(clauses.all_clauses())
+    for level in get_args(clauses.Level):
+        assert clauses.at_level(level) == tuple(c for c in every if c.level == level)
+    recommended = clauses.at_level("recommended")
+    assert len(clauses.at_level("required")) + len(recommended) == len(every)
+    assert "input.unread-nonfinite" in {c.id for c in recommended}
+    assert len(recommended) <= len(every) // 10
+    with pytest.raises(ValueError, match="level must be one of required, recommended"):
+        clauses.at_level("optional")  # type: ignore[arg-type]
+
+
+def test_recommended_clause_without_reason_is_refused() -> None:
+    """A SHOULD must say why it is not a MUST; the refused clause is not registered."""
+    with pytest.raises(ValueError, match="is recommended and needs a reason"):
+        clauses.declare(clauses.Clause("input.unexplained", "text", level="recommended"))
+    with pytest.raises(ValueError, match="is recommended and needs a reason"):
+        clauses.declare(
+            clauses.Clause("input.unexplained", "text", level="recommended", reason="  ")
+        )
+    assert "input.unexplained" not in clauses.ids()
+
+
+def test_required_clause_with_a_reason_or_an_unknown_level_is_refused() -> None:
+    """A reason belongs to recommended clauses only, and a level is one of the two."""
+    with pytest.raises(ValueError, match="is required and has a reason"):
+        clauses.declare(clauses.Clause("input.explained", "text", reason="why"))
+    with pytest.raises(ValueError, match="level must be one of"):
+        clauses.declare(clauses.Clause("input.levelless", "text", level="may"))  # type: ignore[arg-type]
+    assert not {"input.explained", "input.levelless"} & set(clauses.ids())
+
+
+@pytest.mark.parametrize("name", attnspec.FUNCTIONS)
+def test_stub_docstrings_mark_recommended_clauses(name: str) -> None:
+    """A recommended clause's line reads ``(recommended)`` and gives its reason; others do not."""
+    doc = inspect.getdoc(getattr(attnspec, name)) or ""
+    for clause in clauses.for_function(name):
+        line = next(x for x in doc.splitlines() if x.startswith(f"- ``{clause.id}`` — "))
+        if clause.level == "recommended":
+            assert line.startswith(f"- ``{clause.id}`` — (recommended) "), line
+            assert line.endswith(" ".join(clause.reason.split())), line
+        else:
+            assert "(recommended)" not in line, line
 
 
 def test_malformed_clause_id_is_refused() -> None:

@@ -7,15 +7,21 @@ Markup it adds
     ``none`` for rules that govern several functions) lists the selected clauses,
     each with its anchor; it is the home of the clauses no stub renders.
     ``.. clause-index::`` is the index of every clause, grouped by area, each ID
-    linking to its home.
+    linking to its home, with its level (required or recommended).
     ``.. vector-cases:: <function>`` tables the golden vectors of one spec
     function (:mod:`attnspec.vectors`) with the clauses each case exercises.
 
 Docstrings
     The stubs' generated *Clauses*, *Special cases* and *Errors* sections list
-    ``- ``<id>`` — statement`` lines (:func:`attnspec.clauses.specifies`); on the
-    stub's own page each such ID becomes the clause's anchor. Anywhere else in an
-    autodoc docstring, a literal that is exactly a clause ID becomes a link.
+    ``- ``<id>`` — statement`` lines (:func:`attnspec.clauses.specifies`; a
+    recommended clause's statement starts with ``(recommended)`` and ends with
+    its reason, :meth:`attnspec.clauses.Clause.text`); on the stub's own page
+    each such ID becomes the clause's anchor. Anywhere else in an autodoc
+    docstring, a literal that is exactly a clause ID becomes a link.
+
+Levels
+    Wherever a clause is listed, a recommended (SHOULD) clause is marked as such
+    and followed by its reason; a clause with no mark is required (MUST).
 
 Checks
     When the build has read every page, each clause of the registry must have
@@ -58,8 +64,15 @@ def anchor(clause_id: str) -> str:
 
 
 def statement(clause: clauses.Clause) -> str:
-    """The clause's statement on one line, exactly as the stub docstrings render it."""
+    """The clause's statement on one line, without its level."""
     return " ".join(clause.statement.split())
+
+
+def reason(clause: clauses.Clause) -> str:
+    """`` *Recommended, not required:* <reason>`` for a recommended clause, else nothing."""
+    if clause.level == "required":
+        return ""
+    return f" *Recommended, not required:* {' '.join(clause.reason.split())}"
 
 
 def _plain(text: str) -> str:
@@ -71,6 +84,14 @@ def _plain(text: str) -> str:
 
 def _known() -> frozenset[str]:
     return frozenset(clauses.ids())
+
+
+def _linked(text: str) -> str:
+    """``text`` with each literal that is exactly a clause ID turned into a link to it."""
+    known = _known()
+    return _LITERAL.sub(
+        lambda m: f":clause:`{m.group(1)}`" if m.group(1) in known else m.group(0), text
+    )
 
 
 class ClauseAnchorRole(SphinxRole):
@@ -149,7 +170,10 @@ class ClauseListDirective(SphinxDirective):
             )
             return []
         lines = [
-            f"- :clause-anchor:`{c.id}` ({_KIND_TITLES[c.kind]}) — {statement(c)}" for c in selected
+            f"- :clause-anchor:`{c.id}` ({_KIND_TITLES[c.kind]}"
+            f"{', recommended' if c.level == 'recommended' else ''}) — "
+            f"{_linked(statement(c) + reason(c))}"
+            for c in selected
         ]
         return _parsed_in_attnspec(self, "\n".join(lines))
 
@@ -162,13 +186,16 @@ class ClauseIndexDirective(SphinxDirective):
     def run(self) -> list[Node]:
         every = list(clauses.all_clauses())
         counts = {kind: sum(c.kind == kind for c in every) for kind in _KIND_TITLES}
+        recommended = clauses.at_level("recommended")
         areas: dict[str, list[clauses.Clause]] = {}
         for clause in every:
             areas.setdefault(clause.area, []).append(clause)
         lines = [
             f"The registry holds {len(every)} clauses in {len(areas)} areas: "
             f"{counts['rule']} rules, {counts['special-case']} special cases and "
-            f"{counts['raises']} errors to raise.",
+            f"{counts['raises']} errors to raise. {len(every) - len(recommended)} are "
+            f"required (MUST) and {len(recommended)} recommended (SHOULD): "
+            f"{', '.join(f':clause:`{c.id}`' for c in recommended)}.",
             "",
         ]
         for area, members in areas.items():
@@ -177,11 +204,12 @@ class ClauseIndexDirective(SphinxDirective):
             lines += [
                 ".. list-table::",
                 "   :header-rows: 1",
-                "   :widths: 25 12 18 45",
+                "   :widths: 24 10 11 16 39",
                 "   :class: clause-index",
                 "",
                 "   * - Clause",
                 "     - Kind",
+                "     - Level",
                 "     - Governs",
                 "     - Statement",
             ]
@@ -196,8 +224,9 @@ class ClauseIndexDirective(SphinxDirective):
                 lines += [
                     f"   * - :clause:`{c.id}`",
                     f"     - {_KIND_TITLES[c.kind]}",
+                    f"     - {'**recommended**' if c.level == 'recommended' else 'required'}",
                     f"     - {governs}",
-                    f"     - {statement(c)}",
+                    f"     - {_linked(statement(c) + reason(c))}",
                 ]
             lines.append("")
         return _parsed_in_attnspec(self, "\n".join(lines), allow_section_headings=True)
@@ -250,18 +279,15 @@ def link_clause_ids(
     app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
 ) -> None:
     """Anchor the IDs of a stub's own clause sections; link clause IDs elsewhere."""
-    known = _known()
     own = {c.id for c in clauses.all_clauses() if name == f"attnspec.{c.function}"}
     for i, line in enumerate(lines):
         match = _SECTION_LINE.match(line)
         if match and match.group(2) in own:
             indent, clause_id = match.group(1), match.group(2)
-            rest = line[match.end() :]
+            rest = _linked(line[match.end() :])
             lines[i] = f"{indent}- :clause-anchor:`{clause_id}` — {rest}"
             continue
-        lines[i] = _LITERAL.sub(
-            lambda m: f":clause:`{m.group(1)}`" if m.group(1) in known else m.group(0), line
-        )
+        lines[i] = _linked(line)
 
 
 def check_every_clause_anchored(app: Sphinx, env: BuildEnvironment) -> None:

@@ -7,11 +7,26 @@ different statement. A clause is declared exactly once, either on the stub of
 the function it governs (:func:`specifies`) or, for rules that hold for every
 function, in :mod:`attnspec.general`.
 
+Requirement levels
+    Each clause has a :data:`Level`, in the sense of RFC 2119: a *required*
+    clause is a MUST, a *recommended* clause a SHOULD. An implementation
+    conforms when it meets every required clause; a recommended clause it
+    does not meet is reported as a *finding*, with the clause's reason, and
+    does not make it fail. A clause is required unless it says otherwise, and
+    a recommended clause always carries its reason: one sentence on why it is
+    a SHOULD and not a MUST. Recommended clauses are hardening rules whose
+    violation gives no wrong result on ordinary inputs; anything that does is
+    required.
+
 >>> from attnspec import clauses
 >>> clauses.get("distribution.sums-to-one").function
 'attention_distribution'
 >>> "input.not-mutated" in clauses.ids()
 True
+>>> clauses.get("distribution.sums-to-one").level
+'required'
+>>> [c.id for c in clauses.at_level("recommended")]
+['input.unread-nonfinite', 'value.zero-weight-unread']
 """
 
 from __future__ import annotations
@@ -20,15 +35,17 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Literal, ParamSpec, TypeVar
+from dataclasses import dataclass, replace
+from typing import Literal, ParamSpec, TypeVar, get_args
 
 from attnspec.errors import SpecificationStubError
 
 __all__ = [
     "Clause",
     "ClauseKind",
+    "Level",
     "all_clauses",
+    "at_level",
     "declare",
     "for_function",
     "get",
@@ -38,6 +55,9 @@ __all__ = [
 
 ClauseKind = Literal["rule", "special-case", "raises"]
 """The kind of statement a clause makes (a formula or law, a special case, or an error to raise)."""
+
+Level = Literal["required", "recommended"]
+"""How binding a clause is (RFC 2119): ``required`` is a MUST, ``recommended`` a SHOULD."""
 
 _ID_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+")
 
@@ -63,25 +83,67 @@ class Clause:
         Name of the spec function the clause governs, or ``None`` for a rule
         that spans several functions (those of :mod:`attnspec.general` govern
         every function).
+    level
+        ``"required"`` (MUST: conformance needs it) or ``"recommended"``
+        (SHOULD: a failure is a finding, not a non-conformance).
+    reason
+        Why a recommended clause is a SHOULD and not a MUST, in one sentence;
+        empty for a required clause.
     """
 
     id: str
     statement: str
     kind: ClauseKind = "rule"
     function: str | None = None
+    level: Level = "required"
+    reason: str = ""
 
     @property
     def area(self) -> str:
         """The part of the ID before the first dot (``score``, ``distribution``...)."""
         return self.id.split(".", 1)[0]
 
+    def text(self) -> str:
+        """The statement on one line, a recommended clause marked and followed by its reason.
+
+        >>> from attnspec import clauses
+        >>> clauses.get("input.not-mutated").text()
+        'No function modifies any of its arguments.'
+        >>> clauses.get("input.unread-nonfinite").text().startswith("(recommended) NaN")
+        True
+        """
+        body = " ".join(self.statement.split())
+        if self.level == "required":
+            return body
+        return f"(recommended) {body} *Recommended, not required:* {' '.join(self.reason.split())}"
+
 
 def declare(*clauses: Clause) -> tuple[Clause, ...]:
-    """Add clauses to the registry; an ID already there or malformed is a programming error."""
+    """Add clauses to the registry.
+
+    An ID already there or malformed, an unknown level, a recommended clause
+    without a reason or a required one with a reason is a programming error
+    (:class:`ValueError`).
+    """
     for item in clauses:
         if not _ID_PATTERN.fullmatch(item.id):
             raise ValueError(
                 f"clause id must be '<area>.<statement>' in kebab case; got {item.id!r}"
+            )
+        if item.level not in get_args(Level):
+            raise ValueError(
+                f"clause {item.id!r}: level must be one of {', '.join(get_args(Level))}; "
+                f"got {item.level!r}"
+            )
+        if item.level == "recommended" and not item.reason.strip():
+            raise ValueError(
+                f"clause {item.id!r} is recommended and needs a reason: say why it is a "
+                "SHOULD and not a MUST"
+            )
+        if item.level == "required" and item.reason.strip():
+            raise ValueError(
+                f"clause {item.id!r} is required and has a reason; a reason says why a "
+                "clause is only recommended"
             )
         if item.id in _REGISTRY:
             raise ValueError(f"clause id {item.id!r} is declared twice")
@@ -119,6 +181,13 @@ def for_function(name: str, /) -> tuple[Clause, ...]:
     return tuple(c for c in _REGISTRY.values() if c.function == name)
 
 
+def at_level(level: Level, /) -> tuple[Clause, ...]:
+    """The clauses of one level (``"required"`` or ``"recommended"``), in declaration order."""
+    if level not in get_args(Level):
+        raise ValueError(f"level must be one of {', '.join(get_args(Level))}; got {level!r}")
+    return tuple(c for c in _REGISTRY.values() if c.level == level)
+
+
 _SECTION_TITLES: dict[ClauseKind, str] = {
     "rule": "Clauses",
     "special-case": "Special cases",
@@ -127,16 +196,19 @@ _SECTION_TITLES: dict[ClauseKind, str] = {
 
 
 def _render(clauses: tuple[Clause, ...]) -> str:
-    """Docstring sections listing the clauses with their IDs, one section per kind."""
+    """Docstring sections listing the clauses with their IDs, one section per kind.
+
+    Each line is ``- ``<id>`` — <text>`` (:meth:`Clause.text`: a recommended
+    clause is marked and gives its reason); ``docs/_ext/clausedoc.py`` parses
+    that prefix.
+    """
     parts: list[str] = []
     for kind, title in _SECTION_TITLES.items():
         items = [c for c in clauses if c.kind == kind]
         if not items:
             continue
         lines = [title, "-" * len(title)]
-        for c in items:
-            body = " ".join(c.statement.split())
-            lines.append(f"- ``{c.id}`` — {body}")
+        lines += [f"- ``{c.id}`` — {c.text()}" for c in items]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -152,7 +224,7 @@ def specifies(*clauses: Clause) -> Callable[[Callable[_P, _R]], Callable[_P, _R]
 
     def decorate(stub: Callable[_P, _R]) -> Callable[_P, _R]:
         name = stub.__name__
-        declare(*(Clause(c.id, c.statement, c.kind, name) for c in clauses))
+        declare(*(replace(c, function=name) for c in clauses))
 
         @functools.wraps(stub)
         def refuse(*args: _P.args, **kwargs: _P.kwargs) -> _R:

@@ -88,6 +88,12 @@ declare(
         "input.unread-nonfinite",
         "NaN or an infinity at a position that is not read raises nothing and changes no "
         "output or gradient either (no ``0 * NaN`` leaks through a zero weight).",
+        level="recommended",
+        reason="It hardens against garbage in padding that a correct implementation never "
+        "reads: with finite values there ``input.unread-positions`` already fixes every "
+        "output and gradient, while every mainstream library (PyTorch's SDPA and "
+        "flex_attention, JAX, flax, transformers, tinygrad) lets NaN through a zero weight "
+        "as ``0 * NaN``, so a MUST would fail them all and tell a user nothing.",
     ),
     Clause(
         "input.not-mutated",

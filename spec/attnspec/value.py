@@ -38,6 +38,12 @@ __all__ = ["attention_value", "concatenate_context"]
         "gradients are those of the function with that row taken as zero (so the gradient "
         "with respect to such an all-zero weight column is zero).",
         "special-case",
+        level="recommended",
+        reason="Like ``input.unread-nonfinite`` it hardens against NaN in rows nothing reads: "
+        "with finite values ``value.weighted-sum`` already fixes the result, and the plain "
+        "``weights @ values`` every library computes differs only in the gradient of the "
+        "zero weights, which the softmax's zero derivative there keeps out of every "
+        "composite's gradient.",
     ),
 )
 def attention_value(weights: Array, values: Array, /) -> Array:

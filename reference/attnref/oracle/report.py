@@ -1,4 +1,12 @@
-"""The oracle's verdicts: one record per clause, gathered in a report."""
+"""The oracle's verdicts: one record per clause, gathered in a report.
+
+A clause's status says what its check found; its level
+(:data:`attnspec.clauses.Level`) says what that means for the verdict. An
+implementation *conforms* when no required clause failed. A recommended
+clause that failed keeps the status ``failed`` but is a *finding*: the report
+lists it, with the clause's reason for being only recommended, and the
+verdict stays CONFORMS.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from attnspec import clauses
+from attnspec.clauses import Level
+
 __all__ = ["ClauseResult", "Report", "Status"]
 
 Status = Literal["passed", "failed", "skipped", "xfail"]
-"""``xfail``: failed, and listed in the expected failures with a reason."""
+"""``xfail``: failed, and listed in the expected failures with a reason. A
+``failed`` recommended clause is a finding (:attr:`ClauseResult.finding`)."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +35,9 @@ class ClauseResult:
     check
         The check's readable ID (``sdpa/distribution.masked-zero``).
     status
-        ``passed``, ``failed``, ``skipped`` or ``xfail``.
+        ``passed``, ``failed``, ``skipped`` or ``xfail``; a ``failed``
+        recommended clause is a finding (:attr:`finding`), not a
+        non-conformance.
     examples
         How many cases were tried (shrinking included).
     worst_ratio
@@ -46,6 +60,16 @@ class ClauseResult:
     counterexample: str | None = None
     reproduce: str | None = None
 
+    @property
+    def level(self) -> Level:
+        """The clause's level in the registry: ``required`` or ``recommended``."""
+        return clauses.get(self.clause).level
+
+    @property
+    def finding(self) -> bool:
+        """Whether a recommended clause failed: reported, but no bar to conformance."""
+        return self.status == "failed" and self.level == "recommended"
+
 
 @dataclass(frozen=True)
 class Report:
@@ -65,29 +89,66 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """Whether every clause that is not an expected failure passed or was skipped."""
-        return all(r.status in ("passed", "skipped", "xfail") for r in self.results)
+        """Whether the implementation conforms: no required clause failed.
+
+        Skips, expected failures (``xfail``) and findings (failed recommended
+        clauses) are allowed.
+        """
+        return not self.failures
 
     @property
     def failures(self) -> tuple[ClauseResult, ...]:
-        """The failed clauses."""
-        return tuple(r for r in self.results if r.status == "failed")
+        """The failed required clauses: each one makes the implementation not conform."""
+        return tuple(r for r in self.results if r.status == "failed" and not r.finding)
+
+    @property
+    def findings(self) -> tuple[ClauseResult, ...]:
+        """The failed recommended clauses: reported, but the verdict does not depend on them."""
+        return tuple(r for r in self.results if r.finding)
+
+    @property
+    def verdict(self) -> str:
+        """``CONFORMS`` or ``DOES NOT CONFORM``, followed by the findings if any.
+
+        For example ``CONFORMS (1 recommended finding: input.unread-nonfinite)``.
+        """
+        verdict = "CONFORMS" if self.passed else "DOES NOT CONFORM"
+        found = self.findings
+        if not found:
+            return verdict
+        noun = "finding" if len(found) == 1 else "findings"
+        names = ", ".join(r.clause for r in found)
+        return f"{verdict} ({len(found)} recommended {noun}: {names})"
 
     def counts(self) -> dict[str, int]:
-        """How many clauses ended in each status."""
-        counts = {"passed": 0, "failed": 0, "skipped": 0, "xfail": 0}
+        """How many clauses ended in each status, every clause counted once.
+
+        ``failed`` counts the failed required clauses and ``findings`` the
+        failed recommended ones.
+        """
+        counts = {"passed": 0, "failed": 0, "skipped": 0, "xfail": 0, "findings": 0}
         for r in self.results:
-            counts[r.status] += 1
+            counts["findings" if r.finding else r.status] += 1
         return counts
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary (the schema of ``--json``)."""
+        """A JSON-ready dictionary (the schema of ``--json``).
+
+        Each result carries its ``level``; ``findings`` lists the failed
+        recommended clauses with the oracle's message and the clause's reason
+        for being only recommended.
+        """
         data = asdict(self)
         data["passed"] = self.passed
         data["counts"] = self.counts()
-        for r in data["results"]:
+        for r, result in zip(data["results"], self.results, strict=True):
+            r["level"] = result.level
             if r["worst_ratio"] == float("inf"):
                 r["worst_ratio"] = "inf"
+        data["findings"] = [
+            {"clause": r.clause, "message": r.message, "reason": clauses.get(r.clause).reason}
+            for r in self.findings
+        ]
         return data
 
     def to_json(self, *, indent: int = 2) -> str:
@@ -97,6 +158,7 @@ class Report:
     def table(self) -> str:
         """A per-clause table for people."""
         width = max((len(r.clause) for r in self.results), default=6)
+        level_width = len("recommended")
         lines = [
             f"attnspec check {self.target}: {self.function}, {self.framework} {self.dtype} "
             f"on {self.device}",
@@ -104,19 +166,25 @@ class Report:
             f"seed {self.seed}, up to {self.max_examples} examples per clause, "
             f"{self.seconds:.1f} s",
             "",
-            f"{'clause':<{width}}  {'status':<7}  {'examples':>8}  {'worst':>7}  detail",
+            f"{'clause':<{width}}  {'level':<{level_width}}  {'status':<7}  {'examples':>8}  "
+            f"{'worst':>7}  detail",
         ]
         for r in self.results:
             worst = "-" if r.status == "skipped" else f"{r.worst_ratio:.2g}"
             lines.append(
-                f"{r.clause:<{width}}  {r.status:<7}  {r.examples:>8}  {worst:>7}  {r.message}"
+                f"{r.clause:<{width}}  {r.level:<{level_width}}  {r.status:<7}  "
+                f"{r.examples:>8}  {worst:>7}  {r.message}"
             )
             if r.reproduce:
                 lines.append(f"{'':<{width}}  reproduce: {r.reproduce}")
+        if self.findings:
+            lines.append("")
+            lines.append("findings (recommended clauses not met; they do not decide the verdict):")
+            lines += [f"  {r.clause}: {clauses.get(r.clause).reason}" for r in self.findings]
         c = self.counts()
         lines.append("")
         lines.append(
             f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped, "
-            f"{c['xfail']} xfail: {'CONFORMS' if self.passed else 'DOES NOT CONFORM'}"
+            f"{c['xfail']} xfail: {self.verdict}"
         )
         return "\n".join(lines)
