@@ -62,7 +62,9 @@ class JaxSDPA:
             jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 
     def _array(self, a: Any) -> jax.Array:
-        x = np.asarray(a)
+        # Note: JAX on CPU may alias a NumPy buffer without copying; a copy keeps the
+        # implementation's arrays apart from the case's.
+        x = np.array(a, copy=True)
         if x.dtype == np.bool_:
             return jnp.asarray(x)
         return jnp.asarray(x, dtype=getattr(jnp, self.dtype))
@@ -77,7 +79,7 @@ class JaxSDPA:
             if mask.dtype == np.bool_:
                 if self.conventions.mask_polarity == "ignore":
                     mask = ~mask
-                kwargs["mask"] = jnp.asarray(mask)
+                kwargs["mask"] = self._array(mask)
             else:
                 kwargs["bias"] = self._array(mask)
         if "scale" in case.options:

@@ -82,8 +82,9 @@ class KerasAttention:
 
     def _run(self, case: Case, *, grad: bool) -> tuple[Any, Any, list[torch.Tensor]]:
         dtype = getattr(torch, self.dtype)
+        # Note: copies; torch.from_numpy alone would share a float64 array's memory.
         inputs = [
-            torch.from_numpy(np.ascontiguousarray(case.arrays[n])).to(dtype)
+            torch.from_numpy(np.array(case.arrays[n], copy=True, order="C")).to(dtype)
             for n in ("query", "keys", "values")
         ]
         if grad:
@@ -94,7 +95,7 @@ class KerasAttention:
         if case.mask is not None:
             # a key-padding mask [B, 1, Tk]: Keras' value_mask [B, Tk], True = keep
             m = np.broadcast_to(case.mask, (query.shape[0], 1, keys.shape[-2]))
-            value_mask = torch.from_numpy(np.ascontiguousarray(m[:, 0, :]))
+            value_mask = torch.from_numpy(np.array(m[:, 0, :], copy=True, order="C"))
         layer.build([tuple(query.shape), tuple(values.shape), tuple(keys.shape)])
         if self.kind == "AdditiveAttention":
             layer.scale.assign(case.arrays["v_a"])
@@ -115,7 +116,7 @@ class KerasAttention:
         mutated = tuple(
             n
             for n, x, b in zip(names, inputs, before, strict=True)
-            if not np.array_equal(x.double().numpy(), b)
+            if not np.array_equal(x.double().numpy(), b, equal_nan=True)
         )
         return Output(
             context.double().numpy(),

@@ -15,6 +15,14 @@ __all__ = ["NumpySDPA"]
 
 Vjp = Callable[..., Mapping[str, Any]]
 
+_NAMES = ("query", "key", "value")
+
+
+def _same(a: Any, b: Any, /) -> bool:
+    """Whether ``a`` still equals its snapshot ``b``, NaN matching NaN."""
+    floating = np.issubdtype(b.dtype, np.inexact)
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=floating))
+
 
 @dataclass(frozen=True)
 class NumpySDPA:
@@ -49,15 +57,20 @@ class NumpySDPA:
 
     def _inputs(self, case: Case) -> tuple[list[Any], dict[str, Any]]:
         swap = self.conventions.layout == "BTHD"
+        # Note: copies (never views of the case), so that a function writing into its
+        # arguments is reported by input.not-mutated and cannot change the case.
         arrays = [
-            np.ascontiguousarray(
-                np.swapaxes(case.arrays[n], -3, -2) if swap else case.arrays[n], dtype=self.dtype
+            np.array(
+                np.swapaxes(case.arrays[n], -3, -2) if swap else case.arrays[n],
+                dtype=self.dtype,
+                copy=True,
+                order="C",
             )
-            for n in ("query", "key", "value")
+            for n in _NAMES
         ]
         kwargs: dict[str, Any] = {}
         if case.mask is not None:
-            mask = np.asarray(case.mask)
+            mask = np.array(case.mask, copy=True)
             if mask.dtype == np.bool_:
                 kwargs["mask"] = ~mask if self.conventions.mask_polarity == "ignore" else mask
             else:
@@ -70,15 +83,15 @@ class NumpySDPA:
         return np.swapaxes(a, -3, -2) if self.conventions.layout == "BTHD" else a
 
     def forward(self, case: Case, /) -> Output:
-        """Call the function on copies it may not modify unnoticed."""
+        """Call the function on its own copies of the arrays, noting any it modifies."""
         arrays, kwargs = self._inputs(case)
-        before = [a.copy() for a in arrays]
+        arguments = dict(zip(_NAMES, arrays, strict=True))
+        if "mask" in kwargs:
+            arguments["mask"] = kwargs["mask"]
+        before = {n: a.copy() for n, a in arguments.items()}
         result = self.fn(*arrays, **kwargs)
         context, weights = result if isinstance(result, tuple) else (result, None)
-        names = ("query", "key", "value")
-        mutated = tuple(
-            n for n, a, b in zip(names, arrays, before, strict=True) if not np.array_equal(a, b)
-        )
+        mutated = tuple(n for n, a in arguments.items() if not _same(a, before[n]))
         return Output(
             self._back(context),
             None if weights is None else np.asarray(weights, dtype=np.float64),

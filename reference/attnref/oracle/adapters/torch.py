@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,11 @@ import torch
 
 from attnref.oracle.conventions import Conventions, Feature
 from attnref.oracle.protocol import Case, Float64Array, Function, Output, ScoreForm
+from attnspec.errors import ArgumentError
 
-__all__ = ["TorchMultiheadAttention", "TorchSDPA", "torch_dtype"]
+__all__ = ["DEFAULT_SDPA_FEATURES", "TorchMultiheadAttention", "TorchSDPA", "torch_dtype"]
+
+_SDPA_NAMES = ("query", "key", "value")
 
 _DTYPES = {
     "float64": torch.float64,
@@ -36,9 +40,123 @@ def _numpy(t: torch.Tensor) -> Float64Array:
     return np.asarray(t.detach().to(device="cpu", dtype=torch.float64).numpy(), dtype=np.float64)
 
 
+def _own(a: Any, /) -> torch.Tensor:
+    """A CPU tensor holding a copy of ``a``, sharing no memory with it.
+
+    Note: ``torch.from_numpy`` alone shares memory with a float64 array, so an
+    implementation writing into its argument would write into the case.
+    """
+    return torch.from_numpy(np.array(a, copy=True, order="C"))
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, /) -> bool:
+    """Whether ``a`` still equals its snapshot ``b``, NaN matching NaN."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point():
+        return bool(torch.where(a.isnan(), b.isnan(), a == b).all())
+    return torch.equal(a, b)
+
+
+def _changed(
+    arguments: Mapping[str, torch.Tensor], before: Mapping[str, torch.Tensor]
+) -> tuple[str, ...]:
+    """Names of the arguments that no longer equal their snapshots."""
+    return tuple(n for n, t in arguments.items() if not _same(t, before[n]))
+
+
 DEFAULT_SDPA_FEATURES: frozenset[Feature] = frozenset(
     {"scale", "bool_mask", "additive_mask", "causal", "gqa", "gradients", "distinct_value_dim"}
 )
+"""What ``torch.nn.functional.scaled_dot_product_attention`` offers (it returns no weights)."""
+
+_MASK_ARGS = ("mask", "attn_mask")
+_CAUSAL_ARGS = ("is_causal", "causal")
+_EXPECTED_FORM = (
+    "fn(query, key, value, *, mask=None, scale=None) on tensors, returning the context "
+    "tensor or a pair (context, weights) of tensors"
+)
+_PROBE_SHAPE = (1, 1, 2, 2)
+"""``[B, H, T, d]`` of the one call :meth:`TorchSDPA.from_callable` makes to see what comes back."""
+
+
+@dataclass(frozen=True)
+class _Keywords:
+    """The keyword names a callable of the SDPA form takes (``None``: it takes none)."""
+
+    mask_arg: str | None
+    scale_arg: str | None
+    causal_arg: str | None
+    gqa_arg: str | None
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], /, *, name: str) -> _Keywords:
+        """The keywords of ``fn``'s signature; ``**kwargs`` takes every one by its usual name.
+
+        Raises
+        ------
+        ArgumentError
+            If the signature cannot be read or does not take three positional arguments.
+        """
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            raise ArgumentError(
+                f"cannot read the signature of {name!r}, so what it offers cannot be inferred; "
+                "construct TorchSDPA(fn, features=..., mask_arg=...) and pass module:attr"
+            ) from None
+        try:
+            bound = signature.bind(0, 1, 2)
+        except TypeError:
+            raise ArgumentError(
+                f"{name!r} must take query, key and value positionally, as {_EXPECTED_FORM}; "
+                f"its signature is {signature}"
+            ) from None
+        keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        params = signature.parameters.values()
+        names = {p.name for p in params if p.kind in keyword_kinds} - set(bound.arguments)
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+        def first(options: Sequence[str]) -> str | None:
+            named = next((n for n in options if n in names), None)
+            return options[0] if named is None and takes_all else named
+
+        return cls(
+            first(_MASK_ARGS), first(("scale",)), first(_CAUSAL_ARGS), first(("enable_gqa",))
+        )
+
+    def features(self) -> frozenset[Feature]:
+        """What these keywords let the oracle pass: everything but ``weights``.
+
+        An additive float mask cannot be told from a name, except PyTorch's
+        ``attn_mask``, which takes boolean and additive masks alike.
+        """
+        found: set[Feature] = {"gradients", "distinct_value_dim"}
+        if self.mask_arg is not None:
+            found.add("bool_mask")
+            if self.mask_arg == "attn_mask":
+                found.add("additive_mask")
+        if self.scale_arg is not None:
+            found.add("scale")
+        if self.causal_arg is not None:
+            found.add("causal")
+            if self.mask_arg is not None:
+                found.add("causal_with_mask")
+        if self.gqa_arg is not None:
+            found.add("gqa")
+        return frozenset(found)
+
+
+def _describe(x: Any, /) -> str:
+    """What a callable returned, in words: ``"a NumPy array of shape (1, 1, 2, 2)"``."""
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    if isinstance(x, np.ndarray):
+        return f"a NumPy array of shape {x.shape}"
+    if isinstance(x, tuple | list):
+        inner = ", ".join(_describe(item) for item in x)
+        return f"a {type(x).__name__} ({inner})"
+    return "None" if x is None else f"an object of type {type(x).__name__}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +170,10 @@ class TorchSDPA:
     returns the context or ``(context, weights)``. Keyword names are
     configurable, so ``torch.nn.functional.scaled_dot_product_attention`` is
     ``TorchSDPA(F.scaled_dot_product_attention, mask_arg="attn_mask")``.
+    :meth:`from_callable` infers the features and keyword names instead.
+
+    Every tensor it receives is its own copy: writing into one cannot reach
+    the case, and is reported as ``input.not-mutated``.
 
     Attributes
     ----------
@@ -64,7 +186,7 @@ class TorchSDPA:
     conventions
         The conventions it declares.
     features
-        The features it offers; ``"weights"`` is detected from its result.
+        The features it offers, as declared (:meth:`from_callable` infers them).
     mask_arg, scale_arg, causal_arg, gqa_arg
         Its keyword names for the mask, the scale, the causal flag and the
         grouped-query flag (``None``: it has none).
@@ -85,8 +207,115 @@ class TorchSDPA:
     function: Function = "scaled_dot_product_attention"
     score_form: ScoreForm | None = None
 
+    @classmethod
+    def from_callable(
+        cls,
+        fn: Callable[..., Any],
+        /,
+        *,
+        name: str | None = None,
+        dtype: str = "float64",
+        device: str = "cpu",
+        conventions: Conventions | None = None,
+        features: frozenset[Feature] | None = None,
+    ) -> TorchSDPA:
+        """A plain callable, its features inferred from its signature and its result.
+
+        Only keywords ``fn`` takes are ever passed to it:
+
+        - ``mask`` or ``attn_mask``: boolean masks (``bool_mask``), passed by
+          that name; ``attn_mask`` also takes additive float masks
+          (``additive_mask``), as in PyTorch;
+        - ``scale``: ``scale``;
+        - ``is_causal`` or ``causal``: ``causal``, and ``causal_with_mask``
+          when it also takes a mask;
+        - ``enable_gqa``: ``gqa``;
+        - ``**kwargs``: all of these, by the names ``mask``, ``scale``,
+          ``is_causal`` and ``enable_gqa`` (no additive masks);
+        - always ``gradients`` (autograd) and ``distinct_value_dim``.
+
+        ``weights`` is found by one call on a tiny case: a pair of tensors
+        is ``(context, weights)`` (``(context, None)``: no weights), a single
+        tensor is the context. Given ``features``, they are taken as declared
+        and nothing is called.
+
+        Raises
+        ------
+        ArgumentError
+            If the signature does not take three positional arguments, the
+            declared features need a keyword ``fn`` lacks, or the call on the
+            tiny case raises or returns anything else.
+        """
+        label = name or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+        keywords = _Keywords.of(fn, name=label)
+        impl = cls(
+            fn,
+            name=label,
+            dtype=dtype,
+            device=device,
+            conventions=conventions or Conventions(),
+            features=keywords.features() if features is None else features,
+            mask_arg=keywords.mask_arg,
+            scale_arg=keywords.scale_arg,
+            causal_arg=keywords.causal_arg,
+            gqa_arg=keywords.gqa_arg,
+        )
+        if features is not None:
+            impl._check_declared()
+            return impl
+        if impl._probe():
+            return replace(impl, features=impl.features | {"weights"})
+        return impl
+
+    def _check_declared(self) -> None:
+        needs: dict[Feature, tuple[str, str | None]] = {
+            "bool_mask": ("mask", self.mask_arg),
+            "additive_mask": ("mask", self.mask_arg),
+            "key_padding_mask": ("mask", self.mask_arg),
+            "scale": ("scale", self.scale_arg),
+            "causal": ("is_causal", self.causal_arg),
+            "causal_with_mask": ("is_causal", self.causal_arg),
+        }
+        for feature in sorted(self.features):
+            if feature in needs and needs[feature][1] is None:
+                raise ArgumentError(
+                    f"{self.name!r} declares {feature!r} but takes no {needs[feature][0]} "
+                    f"keyword; expected {_EXPECTED_FORM}"
+                )
+
+    def _probe(self) -> bool:
+        """Whether ``fn`` returns ``(context, weights)``, by one call on a tiny case."""
+        values = np.arange(4.0).reshape(_PROBE_SHAPE) / 4  # [1, 1, 2, 2]
+        q, k, v = (self._to_layout(self._tensor(values + i)) for i in range(3))
+        try:
+            with torch.no_grad():
+                result = self.fn(q, k, v)
+        except Exception as error:
+            raise ArgumentError(
+                f"{self.name!r} raised {type(error).__name__}: {error} when called as "
+                f"fn(query, key, value) on tensors of shape {tuple(q.shape)}; "
+                f"expected {_EXPECTED_FORM}"
+            ) from error
+
+        def tensor(x: Any, shape: tuple[int, ...]) -> bool:
+            return isinstance(x, torch.Tensor) and tuple(x.shape) == shape
+
+        if tensor(result, tuple(q.shape)):
+            return False
+        if isinstance(result, tuple | list) and len(result) == 2:
+            context, weights = result
+            if tensor(context, tuple(q.shape)):
+                if weights is None:
+                    return False
+                if tensor(weights, _PROBE_SHAPE):
+                    return True
+        raise ArgumentError(
+            f"{self.name!r} returned {_describe(result)} for query, key and value of shape "
+            f"{tuple(q.shape)}; expected {_EXPECTED_FORM}"
+        )
+
     def _tensor(self, a: Any) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = _own(a)
         if t.dtype == torch.bool:
             return t.to(self.device)
         return t.to(device=self.device, dtype=torch_dtype(self.dtype))
@@ -94,8 +323,8 @@ class TorchSDPA:
     def _to_layout(self, t: torch.Tensor) -> torch.Tensor:
         return t.transpose(-3, -2) if self.conventions.layout == "BTHD" else t
 
-    def _inputs(self, case: Case) -> tuple[list[torch.Tensor], dict[str, Any]]:
-        q, k, v = (self._to_layout(self._tensor(case.arrays[n])) for n in ("query", "key", "value"))
+    def _inputs(self, case: Case) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {n: self._to_layout(self._tensor(case.arrays[n])) for n in _SDPA_NAMES}
         kwargs: dict[str, Any] = {}
         if case.mask is not None and self.mask_arg is not None:
             mask = self._tensor(case.mask)
@@ -109,38 +338,42 @@ class TorchSDPA:
             kwargs[self.causal_arg] = True
         if options.get("enable_gqa") and self.gqa_arg is not None:
             kwargs[self.gqa_arg] = True
-        return [q, k, v], kwargs
+        return tensors, kwargs
 
-    def _call(self, tensors: list[torch.Tensor], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    def _call(self, tensors: Sequence[torch.Tensor], kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
         result = self.fn(*tensors, **kwargs)
-        if isinstance(result, tuple):
+        if isinstance(result, tuple | list):
             return result[0], result[1]
         return result, None
 
     def forward(self, case: Case, /) -> Output:
         """Run the callable on the case, checking that it leaves its arguments alone."""
         tensors, kwargs = self._inputs(case)
-        before = [t.clone() for t in tensors]
+        arguments = dict(tensors)
+        if self.mask_arg in kwargs:
+            arguments["mask"] = kwargs[self.mask_arg]
+        before = {n: t.clone() for n, t in arguments.items()}
         with torch.no_grad():
-            context, weights = self._call(tensors, kwargs)
-        names = ("query", "key", "value")
-        mutated = tuple(n for n, a, b in zip(names, tensors, before, strict=True) if not a.equal(b))
+            context, weights = self._call(list(tensors.values()), kwargs)
         return Output(
             context=_numpy(self._to_layout(context)),
             weights=None if weights is None else _numpy(weights),
             dtype=_name(context.dtype),
-            mutated=mutated,
+            mutated=_changed(arguments, before),
         )
 
     def vjp(self, case: Case, cotangent: Float64Array, /) -> Mapping[str, Float64Array]:
         """Gradients by autograd of ``sum(context * cotangent)`` w.r.t. query, key, value."""
         tensors, kwargs = self._inputs(case)
-        leaves = [t.detach().requires_grad_(True) for t in tensors]
-        context, _ = self._call(leaves, kwargs)
+        leaves = [t.detach().requires_grad_(True) for t in tensors.values()]
+        # Note: the callable gets differentiable copies of the leaves, as it would get a
+        # projection's output in a model, so that writing into an argument (reported by
+        # input.not-mutated) does not make autograd refuse to differentiate it.
+        context, _ = self._call([leaf.clone() for leaf in leaves], kwargs)
         c = torch.from_numpy(cotangent).to(self.device)
         torch.autograd.backward((self._to_layout(context).to(torch.float64) * c).sum())
         grads = {}
-        for name, leaf in zip(("query", "key", "value"), leaves, strict=True):
+        for name, leaf in zip(_SDPA_NAMES, leaves, strict=True):
             g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
             grads[name] = _numpy(self._to_layout(g))
         return grads
@@ -192,7 +425,7 @@ class TorchMultiheadAttention:
         dtype = torch_dtype(self.dtype)
 
         def flat(a: Float64Array, t: int) -> torch.Tensor:
-            x = torch.from_numpy(np.ascontiguousarray(a)).to(self.device, dtype)
+            x = _own(a).to(self.device, dtype)
             return x.transpose(1, 2).reshape(b, t, h * d)  # [B, T, H*d]
 
         inputs = [flat(q, t_q), flat(k, t_k), flat(v, t_k)]
@@ -214,8 +447,9 @@ class TorchMultiheadAttention:
         """Run the module on the case."""
         with torch.no_grad():
             context, weights, inputs, before = self._run(case, grad=False)
-        names = ("query", "key", "value")
-        mutated = tuple(n for n, a, b in zip(names, inputs, before, strict=True) if not a.equal(b))
+        mutated = _changed(
+            dict(zip(_SDPA_NAMES, inputs, strict=True)), dict(zip(_SDPA_NAMES, before, strict=True))
+        )
         return Output(_numpy(context), _numpy(weights), _name(context.dtype), mutated)
 
     def vjp(self, case: Case, cotangent: Float64Array, /) -> Mapping[str, Float64Array]:
