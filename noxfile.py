@@ -97,9 +97,9 @@ def check(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Time the oracle (default and quick runs) and a full-size float64 check."""
+    """Time the oracle (default and quick runs), a full-size check, and its sensitivity."""
     session.install("-c", CONSTRAINTS, "-e", ".[torch,jax,keras,oracle]")
-    session.run("python", "-m", "attnref.oracle.bench", *session.posargs)
+    session.run("python", "-m", "attnref.oracle.bench", "--sensitivity", *session.posargs)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Witnesses of rounding: the naive evaluation on variants of a case.
 
-The tolerance model (:mod:`attnref.oracle.tolerance`) scales the error of
-the naive evaluation in the implementation's dtype. One naive evaluation can
-be luckily exact, so the oracle takes the largest error over *witnesses*:
+The oracle's allowance is a derived bound (:mod:`attnref.oracle.tolerance`);
+the witnesses test that derivation: the plain evaluation in a dtype, on every
+witness, must stay within the bound (``tests/test_oracle_directions.py``).
+One naive evaluation can be luckily exact, so there are several *witnesses*:
 
 - the case with its key axis in other orders (the exact result does not
   depend on the order of the keys with their values and mask columns, but
