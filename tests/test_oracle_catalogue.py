@@ -22,23 +22,13 @@ from attnref.oracle import Conventions, Feature, check_implementation
 from attnref.oracle.adapters.torch import TorchSDPA
 from attnref.oracle.checks import checks_for
 from attnref.oracle.command import QUICK_EXAMPLES
+from attnref.oracle.conventions import FEATURES
 
 EXAMPLES = 40
 """Examples per clause for the sound version and the other checks below."""
 
-ALL: frozenset[Feature] = frozenset(
-    {
-        "scale",
-        "bool_mask",
-        "additive_mask",
-        "causal",
-        "causal_with_mask",
-        "gqa",
-        "weights",
-        "gradients",
-        "distinct_value_dim",
-    }
-)
+ALL: frozenset[Feature] = frozenset(FEATURES) - {"key_padding_mask"}
+"""Every feature but key-padding-only masks (the kernels take masks of any shape)."""
 
 
 @dataclass(frozen=True)

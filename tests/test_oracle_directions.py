@@ -19,25 +19,15 @@ from attnref.oracle.adapters.torch import TorchSDPA
 from attnref.oracle.cases import Draw, cases
 from attnref.oracle.checks import compare
 from attnref.oracle.command import QUICK_EXAMPLES
+from attnref.oracle.conventions import FEATURES as EVERY_FEATURE
 from attnref.oracle.conventions import Feature
 from attnref.oracle.observe import observe
 from attnref.oracle.protocol import Case
 from attnref.oracle.targets import TARGETS, resolve
 from attnref.oracle.witnesses import naive_evaluations
 
-FEATURES: frozenset[Feature] = frozenset(
-    {
-        "scale",
-        "bool_mask",
-        "additive_mask",
-        "causal",
-        "causal_with_mask",
-        "gqa",
-        "weights",
-        "gradients",
-        "distinct_value_dim",
-    }
-)
+FEATURES: frozenset[Feature] = frozenset(EVERY_FEATURE) - {"key_padding_mask"}
+"""Every feature but key-padding-only masks (the kernels take masks of any shape)."""
 SEEDS = (0, 1)
 
 
