@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
@@ -22,50 +20,22 @@ from attnref.oracle.tolerance import truth_dtype
 __all__ = ["reference_vjp", "unread_rows"]
 
 
-def _bfloat16_vjp(case: Case, conventions: Conventions, cotangent: Float64Array) -> dict[str, Any]:
-    """The naive bfloat16 gradient: autograd through the PyTorch twin (NumPy has no bfloat16)."""
-    import torch
-
-    import attnref.torch as twin
-
-    leaves: dict[str, torch.Tensor] = {}
-
-    def convert(a: npt.NDArray[Any]) -> Any:
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        if t.dtype == torch.bool:
-            return t
-        for name, source in case.arrays.items():
-            if source is a:
-                leaves[name] = t.to(torch.bfloat16).requires_grad_(True)
-                return leaves[name]
-        return t.to(torch.bfloat16)
-
-    name, positional, kwargs = reference_call(case, conventions, convert)
-    context, _ = getattr(twin, name)(*positional, **kwargs)
-    torch.autograd.backward((context.double() * torch.from_numpy(cotangent)).sum())
-    return {n: None if t.grad is None else t.grad.double().numpy() for n, t in leaves.items()}
-
-
 def reference_vjp(
-    case: Case, conventions: Conventions, cotangent: Float64Array, /, *, dtype: str | None = None
+    case: Case, conventions: Conventions, cotangent: Float64Array, /
 ) -> dict[str, Float64Array]:
     """Gradients of ``sum(context * cotangent)`` w.r.t. the case's query, keys and values.
 
-    ``dtype=None`` evaluates the exact VJP of :mod:`attnref.vjp` in extended
-    precision (the truth); a dtype name evaluates it naively in that dtype.
-    Rows a declared convention fills with the mean of the values
+    The exact VJP of :mod:`attnref.vjp`, evaluated in extended precision
+    (the truth). Rows a declared convention fills with the mean of the values
     (``uniform``) contribute ``cotangent / Tk`` to every value row.
     """
     names = case.names
-    if dtype == "bfloat16":
-        raw = _bfloat16_vjp(case, conventions, cotangent)
-    else:
-        compute = truth_dtype() if dtype is None else np.dtype(dtype)
-        name, positional, kwargs = reference_call(case, conventions, numpy_converter(compute))
-        spec_rows = Conventions(causal_alignment=conventions.causal_alignment)
-        weights_shape = evaluate(case, spec_rows).weights.shape
-        pair = (np.asarray(cotangent, dtype=compute), np.zeros(weights_shape, dtype=compute))
-        raw = getattr(vjp, f"vjp_{name}")(*positional, **kwargs, cotangent=pair)._asdict()
+    compute = truth_dtype()
+    name, positional, kwargs = reference_call(case, conventions, numpy_converter(compute))
+    spec_rows = Conventions(causal_alignment=conventions.causal_alignment)
+    weights_shape = evaluate(case, spec_rows).weights.shape
+    pair = (np.asarray(cotangent, dtype=compute), np.zeros(weights_shape, dtype=compute))
+    raw = getattr(vjp, f"vjp_{name}")(*positional, **kwargs, cotangent=pair)._asdict()
     grads = {n: np.asarray(raw[n], dtype=np.float64) for n in names}
     if conventions.fully_masked_row == "uniform":
         grads[names[2]] = grads[names[2]] + _uniform_rows_vjp(case, conventions, cotangent)

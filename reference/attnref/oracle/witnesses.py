@@ -24,12 +24,11 @@ import numpy.typing as npt
 
 from attnref.oracle.conventions import Conventions
 from attnref.oracle.expected import Evaluation, evaluate, explicit_mask
-from attnref.oracle.gradients import reference_vjp
-from attnref.oracle.protocol import Case, Float64Array
+from attnref.oracle.protocol import Case
 from attnref.oracle.rounding import round_to
 from attnref.oracle.tolerance import EPSILON
 
-__all__ = ["ORDERINGS", "key_orderings", "naive_evaluations", "naive_vjps", "neighbour"]
+__all__ = ["ORDERINGS", "key_orderings", "naive_evaluations", "neighbour"]
 
 ORDERINGS = 3
 """Orders of the key axis the naive evaluation runs in: as given, reversed, and one shuffle."""
@@ -94,19 +93,4 @@ def naive_evaluations(case: Case, conventions: Conventions, dtype: str, /) -> li
         e = evaluate(variant, conventions, dtype=dtype)
         inverse = np.argsort(perm)
         results.append(Evaluation(e.context, np.take(e.weights, inverse, axis=-1)))
-    return results
-
-
-def naive_vjps(
-    case: Case, conventions: Conventions, cotangent: Float64Array, dtype: str, /
-) -> list[dict[str, Float64Array]]:
-    """The naive VJP in ``dtype`` on every witness, mapped back to the case's key order."""
-    key_name, value_name = case.key_name, case.value_name
-    results = []
-    for variant, perm in _witnesses(case, conventions, dtype):
-        grads = reference_vjp(variant, conventions, cotangent, dtype=dtype)
-        inverse = np.argsort(perm)
-        for name in (key_name, value_name):
-            grads[name] = np.take(grads[name], inverse, axis=-2)
-        results.append(grads)
     return results
