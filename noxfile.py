@@ -78,14 +78,14 @@ def docs(session: nox.Session) -> None:
 def vectors(session: nox.Session) -> None:
     """Regenerate the golden vectors from the exact mpmath reference (``-- --check``: compare)."""
     _install(session, "vectors")
-    session.run("python", "-m", "attnref.golden", *session.posargs)
+    session.run("python", "-m", "attnref.vectors.golden", *session.posargs)
 
 
 @nox.session
 def precision(session: nox.Session) -> None:
     """Print the precision report: the float64 reference against the mpmath truth, per clause."""
     _install(session, "vectors")
-    session.run("python", "-m", "attnref.precision", *session.posargs)
+    session.run("python", "-m", "attnref.vectors.precision", *session.posargs)
 
 
 @nox.session

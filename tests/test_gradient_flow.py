@@ -1,6 +1,6 @@
 """Gradients reach distant encoder steps with attention, and vanish without it.
 
-The law is checked on :mod:`attnref.seq2seq`'s toy encoder-decoder, with
+The law is checked on :mod:`attnref.demo.seq2seq`'s toy encoder-decoder, with
 every threshold derived from the model's weights or from the mechanism, none
 fitted to the measured values. ``g(N)`` is the norm of the gradient of one
 decoder output with respect to the most distant source word ``x_1`` for a
@@ -18,7 +18,8 @@ import math
 import numpy as np
 import pytest
 
-from attnref.seq2seq import ModelConfig, gradient_flow, make_weights
+from attnref.demo.gradient_flow import gradient_flow
+from attnref.demo.seq2seq import ModelConfig, make_weights
 from attnref.testing.gradcheck import setting
 
 CONFIG = ModelConfig()

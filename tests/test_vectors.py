@@ -1,8 +1,8 @@
 """The golden vectors: well-formed, fresh, complete, exact, and met by the NumPy reference.
 
-The expected values come from :mod:`attnref.exact` (mpmath) through
-:mod:`attnref.golden`; the tolerance rule is data in every file
-(:data:`attnref.golden.TOLERANCE`, with its reasons). Here the reference is
+The expected values come from :mod:`attnref.vectors.exact` (mpmath) through
+:mod:`attnref.vectors.golden`; the tolerance rule is data in every file
+(:data:`attnref.vectors.golden.TOLERANCE`, with its reasons). Here the reference is
 held to that rule, and the rule itself is shown to reject what it must.
 """
 
@@ -22,7 +22,7 @@ import pytest
 
 import attnref
 import attnspec
-from attnref import exact, golden, precision
+from attnref.vectors import exact, golden, precision
 from attnspec import clauses, errors, vectors
 from attnspec.typing import ScoreKind
 

@@ -30,7 +30,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 
 import attnref
-from attnref.seq2seq import gradient_flow
+from attnref.demo.gradient_flow import gradient_flow
 from attnspec.typing import Array
 
 logger = logging.getLogger(__name__)

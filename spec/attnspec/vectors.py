@@ -15,7 +15,7 @@ pairs; a float scalar option is ``{"float": "<hex>"}``.
 Tolerance rule
     Each expected number has an *error scale* :math:`S` (the size of the
     result plus its first-order sensitivity to a relative perturbation of
-    every input; see :mod:`attnref.golden`). In dtype ``T`` a result passes
+    every input; see :mod:`attnref.vectors.golden`). In dtype ``T`` a result passes
     when :math:`S = 0` and it equals the expected value exactly, or when
 
     .. math:: |got - expected| \le \text{ulps}_T \cdot \varepsilon_T \cdot S + \text{tiny}_T ,

@@ -1,6 +1,6 @@
 r"""The exact reference: every attnspec function in arbitrary precision (mpmath).
 
-This module is the ground truth of the golden vectors (:mod:`attnref.golden`).
+This module is the ground truth of the golden vectors (:mod:`attnref.vectors.golden`).
 It implements each formula of :mod:`attnspec` afresh, with plain loops over
 the indices of the docstring formulas, and shares no code with the NumPy
 reference, whose results it judges.

@@ -6,7 +6,7 @@ encoder's last state, so the gradient of a decoder output with respect to
 the first source word passes through every recurrent step and shrinks
 geometrically; with it, every encoder state is one attention step away from
 the output. This module builds the smallest model in which that can be
-measured and :func:`gradient_flow` measures it.
+measured; :func:`attnref.demo.gradient_flow.gradient_flow` measures it.
 
 Model (Luong et al. 2015, section 3, global attention with the dot score)
     Encoder, a tanh RNN (:math:`h_0 = 0`):
@@ -27,36 +27,32 @@ attention :math:`\|\partial \hat y_k / \partial x_1\|` is bounded by a
 constant times ``recurrent_norm ** (N - 1)``.
 
 Everything is complex-safe, so gradients are computed by complex step
-(exact to rounding); :mod:`attnref.seq2seq_torch` computes the same model
+(exact to rounding); :mod:`attnref.demo.seq2seq_torch` computes the same model
 with :mod:`attnref.torch` and autograd, as an independent witness.
 
->>> flow = gradient_flow(10, attention=True, confirm=False)
->>> len(flow.norms), flow.norms[0] > 0
-(10, True)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from attnref.distribution import attention_distribution
 from attnref.output import attentional_hidden_state, output_distribution
 from attnref.scores import score_dot
-from attnref.testing.gradcheck import gradient_error, setting
+from attnref.testing.gradcheck import setting
 from attnref.value import attention_value
 from attnspec.typing import Array
 
 __all__ = [
-    "GradientFlow",
     "ModelConfig",
     "Seq2SeqWeights",
     "decoder_output",
     "encode",
-    "gradient_flow",
     "make_source",
     "make_weights",
+    "source_gradient",
 ]
 
 
@@ -178,39 +174,6 @@ def decoder_output(
     return probabilities[..., 0, target]  # [...]
 
 
-@dataclass(frozen=True)
-class GradientFlow:
-    """How strongly one decoder output depends on each source word.
-
-    Attributes
-    ----------
-    source_length
-        ``N``.
-    attention
-        Whether the decoder used attention.
-    norms
-        ``norms[j]`` is :math:`\\|\\partial \\hat y_k / \\partial x_{j+1}\\|_2`
-        (0-based ``j``; ``norms[0]`` is the most distant word), by complex step.
-    autograd_norms
-        The same by PyTorch autograd of :mod:`attnref.seq2seq_torch`, or
-        ``None`` when not confirmed.
-    disagreement
-        The largest :func:`~attnref.testing.gradcheck.gradient_error` over the
-        positions between the two gradients, or ``None``.
-    """
-
-    source_length: int
-    attention: bool
-    norms: tuple[float, ...]
-    autograd_norms: tuple[float, ...] | None = field(default=None)
-    disagreement: float | None = field(default=None)
-
-    @property
-    def most_distant(self) -> float:
-        """The gradient norm at the first source word, the one farthest from the decoder."""
-        return self.norms[0]
-
-
 def source_gradient(
     source_length: int,
     /,
@@ -233,52 +196,3 @@ def source_gradient(
     out = decoder_output(batch, weights, attention=attention, target=config.target)  # [N d_in]
     gradient: Array = (out.imag / h).reshape(n, d)  # [N, d_in]
     return gradient
-
-
-def gradient_flow(
-    source_length: int,
-    /,
-    *,
-    attention: bool,
-    config: ModelConfig = ModelConfig(),
-    sample: int = 0,
-    confirm: bool = True,
-) -> GradientFlow:
-    """Gradient norm of one decoder output with respect to each source word.
-
-    Parameters
-    ----------
-    source_length
-        ``N >= 1``, the number of source words.
-    attention
-        Decode with Luong dot attention over the encoder states, or from the
-        last encoder state alone.
-    config
-        Sizes, seed, recurrent norm and target word of the toy model.
-    sample
-        Which random source of length ``N`` (``0, 1, ...``) to differentiate at.
-    confirm
-        Also compute the gradient with PyTorch autograd
-        (:mod:`attnref.seq2seq_torch`, needs the ``torch`` extra) and record
-        the disagreement.
-
-    Returns
-    -------
-    GradientFlow
-        ``norms[j]`` for each source position ``j`` (0 = most distant).
-    """
-    gradient = source_gradient(
-        source_length, attention=attention, config=config, sample=sample
-    )  # [N, d_in]
-    norms = tuple(float(n) for n in np.sqrt(np.sum(gradient**2, axis=-1)))
-    if not confirm:
-        return GradientFlow(source_length, attention, norms)
-    # Note: imported here because torch is an optional dependency.
-    from attnref import seq2seq_torch
-
-    autograd = seq2seq_torch.source_gradient(
-        source_length, attention=attention, config=config, sample=sample
-    )
-    disagreement = max(gradient_error(gradient[j], autograd[j]) for j in range(source_length))
-    autograd_norms = tuple(float(n) for n in np.sqrt(np.sum(autograd**2, axis=-1)))
-    return GradientFlow(source_length, attention, norms, autograd_norms, disagreement)

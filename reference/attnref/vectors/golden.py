@@ -1,8 +1,8 @@
 r"""The golden vectors: a deterministic list of cases and their exact answers, as JSON.
 
-Run ``python -m attnref.golden`` (or ``nox -s vectors``) to regenerate
+Run ``python -m attnref.vectors.golden`` (or ``nox -s vectors``) to regenerate
 ``spec/attnspec/vectors/*.json``; ``--check`` compares instead of writing.
-Every expected value comes from :mod:`attnref.exact` (mpmath), never from
+Every expected value comes from :mod:`attnref.vectors.exact` (mpmath), never from
 the NumPy reference, and is the correctly rounded float64 of the exact result
 of the spec's formula on the case's float64 inputs.
 
@@ -32,7 +32,7 @@ Error scale of a gradient
     the scale is :math:`P + \sum_m |x_m\, \partial g / \partial x_m|`, where
     :math:`P` is the sum over all chain-rule paths from the cotangents to
     :math:`x` of :math:`|c_i|` times the product of the sizes of the partial
-    derivatives on the path (:func:`attnref.exact.backward` with
+    derivatives on the path (:func:`attnref.vectors.exact.backward` with
     ``absolute``). :math:`P` bounds :math:`|g|` and the sensitivity to the
     cotangents, and it is what evaluating the chain rule in floating point can
     lose to cancellation: the gradient of a saturated softmax is tiny, but
@@ -66,7 +66,7 @@ import numpy as np
 import numpy.typing as npt
 
 import attnspec
-from attnref import exact
+from attnref.vectors import exact
 
 __all__ = [
     "FD_STEP",
@@ -94,7 +94,7 @@ SCALE_PRECISION = 96
 FD_STEP = 2.0**-40
 """Relative step of the forward differences behind the error scales."""
 
-VECTOR_DIR = Path(__file__).resolve().parents[2] / "spec" / "attnspec" / "vectors"
+VECTOR_DIR = Path(__file__).resolve().parents[3] / "spec" / "attnspec" / "vectors"
 """Where the files live in a source checkout."""
 
 F64 = npt.NDArray[np.float64]
@@ -1504,7 +1504,7 @@ def _build_by_id(case_id: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Regenerate the vector files (``--check``: only compare them)."""
-    parser = argparse.ArgumentParser(prog="python -m attnref.golden", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m attnref.vectors.golden", description=main.__doc__)
     parser.add_argument("--out", type=Path, default=VECTOR_DIR, help="directory of the JSON files")
     parser.add_argument("--check", action="store_true", help="fail if the files are stale")
     parser.add_argument("--workers", type=int, default=2, help="processes to compute with")

@@ -1,8 +1,8 @@
-"""The toy encoder-decoder of :mod:`attnref.seq2seq` in PyTorch, differentiated by autograd.
+"""The toy encoder-decoder of :mod:`attnref.demo.seq2seq` in PyTorch, differentiated by autograd.
 
-Same model, same weights (converted from :func:`attnref.seq2seq.make_weights`),
+Same model, same weights (converted from :func:`attnref.demo.seq2seq.make_weights`),
 same steps, computed with the PyTorch twin :mod:`attnref.torch` in float64.
-It is the independent witness of :func:`attnref.seq2seq.gradient_flow`: the
+It is the independent witness of :func:`attnref.demo.gradient_flow.gradient_flow`: the
 gradient of the decoder output with respect to the source comes from
 autograd here and from complex-step differentiation there.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import attnref.torch as attn
-from attnref.seq2seq import ModelConfig, Seq2SeqWeights, make_source, make_weights
+from attnref.demo.seq2seq import ModelConfig, Seq2SeqWeights, make_source, make_weights
 from attnspec.typing import Array
 
 __all__ = ["decoder_output", "encode", "source_gradient", "to_torch"]
@@ -43,7 +43,7 @@ def encode(source: torch.Tensor, weights: dict[str, torch.Tensor], /) -> torch.T
 def decoder_output(
     source: torch.Tensor, weights: dict[str, torch.Tensor], /, *, attention: bool, target: int = 0
 ) -> torch.Tensor:
-    """``[...]`` probability of word ``target`` (see :func:`attnref.seq2seq.decoder_output`)."""
+    """``[...]`` probability of word ``target``, as :func:`attnref.demo.seq2seq.decoder_output`."""
     states = encode(source, weights)  # [..., N, d_h]
     last = states[..., -1:, :]  # [..., 1, d_h]
     s = torch.tanh(

@@ -1,19 +1,19 @@
 r"""The precision report: the float64 reference against the mpmath truth, clause by clause.
 
-``python -m attnref.precision`` (or ``nox -s precision``) evaluates the NumPy
+``python -m attnref.vectors.precision`` (or ``nox -s precision``) evaluates the NumPy
 reference (:mod:`attnref`) and its VJPs (:mod:`attnref.vjp`) in float64 on
 every golden vector and on seeded random inputs, compares each number with
-the correctly rounded exact value of :mod:`attnref.exact`, and prints, per
+the correctly rounded exact value of :mod:`attnref.vectors.exact`, and prints, per
 clause, the worst error next to its bound.
 
 Units
     ``ulps`` is :math:`|got - y| / \operatorname{ulp}(y)`, with
     ``numpy.spacing``. The condition :math:`\kappa = S / |y|` comes from the
-    error scale :math:`S` of :mod:`attnref.golden`, so ``ulps / kappa`` is
+    error scale :math:`S` of :mod:`attnref.vectors.golden`, so ``ulps / kappa`` is
     :math:`|got - y| / (\operatorname{ulp}(y)\, \kappa)`, and the column
     ``err/(eps S)`` is the same ratio with ulp taken as :math:`\varepsilon |y|`;
     the goal of the spec is ``err/(eps S) <= 4``
-    (:data:`attnref.golden.TOLERANCE`). An element with :math:`S = 0` must be
+    (:data:`attnref.vectors.golden.TOLERANCE`). An element with :math:`S = 0` must be
     exact; any error there counts as infinitely many ulps.
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 import attnref
-from attnref import golden
-from attnref.golden import CaseSpec
+from attnref.vectors import golden
+from attnref.vectors.golden import CaseSpec
 from attnspec import clauses, vectors
 from attnspec.errors import AttnSpecError
 
@@ -309,7 +309,7 @@ def format_table(rows: Sequence[Row]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the precision report; exit 1 if any clause misses the goal."""
-    parser = argparse.ArgumentParser(prog="python -m attnref.precision", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m attnref.vectors.precision", description=main.__doc__)
     parser.add_argument("--random", type=int, default=6, help="random cases per function")
     args = parser.parse_args(argv)
     start = time.perf_counter()
