@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from attnref import _checks, _inputs
-from attnref.distribution import attention_distribution
+from attnref.distribution import allowed_softmax
+from attnref.masking import allowed_positions
 from attnref.scores import (
     score_additive,
     score_concat,
@@ -27,33 +26,55 @@ __all__ = ["attention", "scaled_dot_product_attention"]
 ScoreFn = Callable[[Array, Array], Array]
 
 
-def _attend(
+def _allowed(
     func: str,
     q: Array,
     k: Array,
     v: Array,
     mask: Mask | None,
+    /,
+    *,
+    names: tuple[str, str, str],
+    is_causal: bool = False,
+    alignment: CausalAlignment = "top_left",
+) -> tuple[BoolArray, Array | None]:
+    """The mask, validated once, and the causal flag as ``(allowed [..., Tq, Tk], bias)``.
+
+    ``bias`` is the additive mask (``None`` for a boolean mask or none); it is
+    read only where ``allowed`` is True.
+    """
+    batch = _checks.broadcast_shapes(
+        func, (names[0], q.shape[:-2]), (names[1], k.shape[:-2]), (names[2], v.shape[:-2])
+    )
+    target = (*batch, q.shape[-2], k.shape[-2])
+    mask_allowed, bias = None, None
+    if mask is not None:
+        mask_allowed, bias, target = _inputs.mask(func, mask, target)
+    allowed = allowed_positions(
+        target, mask_allowed=mask_allowed, is_causal=is_causal, alignment=alignment
+    )
+    return allowed, bias
+
+
+def _attend(
+    func: str,
+    q: Array,
+    k: Array,
+    v: Array,
+    allowed: BoolArray,
+    bias: Array | None,
     score: ScoreFn,
     /,
     *,
     keys_read: bool,
     names: tuple[str, str, str],
 ) -> tuple[Array, Array]:
-    """Scores, distribution and attention value, reading only what the mask allows.
+    """Scores, distribution and attention value, reading only the ``allowed`` positions.
 
     ``names`` are the caller's names for query, keys and values (for messages).
-
-    ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree.
+    ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree; ``allowed``
+    and ``bias`` come from :func:`_allowed`.
     """
-    batch = _checks.broadcast_shapes(
-        func, (names[0], q.shape[:-2]), (names[1], k.shape[:-2]), (names[2], v.shape[:-2])
-    )
-    target = (*batch, q.shape[-2], k.shape[-2])
-    if mask is None:
-        allowed: BoolArray = np.ones(target, dtype=bool)
-    else:
-        allowed, _, shape = _inputs.mask(func, mask, target)
-        allowed = np.broadcast_to(allowed, shape)  # [..., Tq, Tk]
     # Note: query rows with no allowed key and keys no query may attend to are
     # not read (input.unread-positions); they are replaced by 0 so that NaN or
     # inf there can reach neither the scores nor, through 0 * NaN, the output.
@@ -65,7 +86,7 @@ def _attend(
     if keys_read:
         _inputs.finite(func, names[1], k_full, where=k_read)
     scores = score(np.where(q_read, q_full, 0), np.where(k_read, k_full, 0))  # [..., Tq, Tk]
-    weights = attention_distribution(scores, mask=mask)  # [..., Tq, Tk]
+    weights = allowed_softmax(func, scores, allowed, bias)  # [..., Tq, Tk]
     context = attention_value(weights, v)  # [..., Tq, d_v]
     return context, weights
 
@@ -112,36 +133,18 @@ def attention(
     v = _inputs.sequence(func, "values", values, "[..., Tk, d_v]")
     _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
     _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
+    allowed, bias = _allowed(func, q, k, v, mask, names=("query", "keys", "values"))
     return _attend(
         func,
         q,
         k,
         v,
-        mask,
+        allowed,
+        bias,
         _score_fn(kind, bound, scale=lam),
         keys_read=kind != "location",
         names=("query", "keys", "values"),
     )
-
-
-def causal_mask(t_q: int, t_k: int, /, *, alignment: CausalAlignment) -> BoolArray:
-    """``[Tq, Tk]`` boolean causal mask, ``True`` = may attend (``sdpa.causal-*``)."""
-    i = np.arange(t_q)[:, None]  # [Tq, 1]
-    j = np.arange(t_k)[None, :]  # [1, Tk]
-    offset = 0 if alignment == "top_left" else t_k - t_q
-    return j <= i + offset  # [Tq, Tk]
-
-
-def _combine(mask: Mask | None, causal: BoolArray, /) -> Mask:
-    """``mask`` restricted to the causally allowed positions (``sdpa.causal-with-mask``)."""
-    if mask is None:
-        return causal
-    m = np.asarray(mask)
-    if m.dtype == np.bool_:
-        both: BoolArray = np.logical_and(m, causal)
-        return both
-    additive: npt.NDArray[np.floating[Any]] = np.where(causal, m, -np.inf).astype(m.dtype)
-    return additive
 
 
 def scaled_dot_product_attention(
@@ -177,23 +180,23 @@ def scaled_dot_product_attention(
         # np.repeat repeats each head g times in place, like torch.repeat_interleave.
         k = np.repeat(k, group, axis=-3)  # [..., Hq, Tk, d]
         v = np.repeat(v, group, axis=-3)  # [..., Hq, Tk, d_v]
-    if causal:
-        batch = _checks.broadcast_shapes(
-            func, ("query", q.shape[:-2]), ("key", k.shape[:-2]), ("value", v.shape[:-2])
-        )
-        if mask is not None:  # checked before it is combined, so errors name the caller's mask
-            _inputs.mask(func, mask, (*batch, q.shape[-2], k.shape[-2]))
-        bottom_right = alignment == "bottom_right"
-        allowed = causal_mask(
-            q.shape[-2], k.shape[-2], alignment="bottom_right" if bottom_right else "top_left"
-        )
-        mask = _combine(mask, allowed)
-    return _attend(
+    allowed, bias = _allowed(
         func,
         q,
         k,
         v,
         mask,
+        names=("query", "key", "value"),
+        is_causal=causal,
+        alignment="bottom_right" if alignment == "bottom_right" else "top_left",
+    )
+    return _attend(
+        func,
+        q,
+        k,
+        v,
+        allowed,
+        bias,
         lambda qq, kk: score_scaled_dot(qq, kk, scale=lam),
         keys_read=True,
         names=("query", "key", "value"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from attnref import _checks, _inputs
+from attnref.masking import allowed_positions, local_p_window, local_window
 from attnspec.typing import Array, BoolArray, Mask
 
 __all__ = [
@@ -69,22 +70,28 @@ def _allowed_scores(func: str, s: Array, allowed: BoolArray, /) -> tuple[Array, 
     return s, allowed
 
 
+def allowed_softmax(func: str, scores: Array, allowed: BoolArray, bias: Array | None, /) -> Array:
+    """The attention distribution of checked ``scores`` over a derived ``allowed`` set.
+
+    ``allowed`` comes from :mod:`attnref.masking` (a validated mask joined with
+    the causal flag); ``bias`` is the additive mask or ``None``.
+    """
+    # Note: the additive mask is cast to the scores' dtype (masks take no
+    # part in promotion, input.result-dtype): a huge finite bias such as
+    # -1e30 becomes -inf in float16 and so disallows, as float16 would.
+    b = None if bias is None else bias.astype(scores.real.dtype)
+    s, allowed = _allowed_scores(func, scores, allowed)
+    return masked_softmax(s, allowed, bias=b)
+
+
 def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Array:
     """Masked softmax of the scores; see :func:`attnspec.attention_distribution`."""
     func = "attention_distribution"
     s = _scores(func, scores)
-    if mask is None:
-        allowed: BoolArray = np.ones(s.shape, dtype=bool)
-        bias = None
-    else:
-        allowed, additive, shape = _inputs.mask(func, mask, s.shape)
-        allowed = np.broadcast_to(allowed, shape)
-        # Note: the additive mask is cast to the scores' dtype (masks take no
-        # part in promotion, input.result-dtype): a huge finite bias such as
-        # -1e30 becomes -inf in float16 and so disallows, as float16 would.
-        bias = None if additive is None else additive.astype(s.real.dtype)
-    s, allowed = _allowed_scores(func, s, allowed)
-    return masked_softmax(s, allowed, bias=bias)
+    mask_allowed, bias, shape = None, None, s.shape
+    if mask is not None:
+        mask_allowed, bias, shape = _inputs.mask(func, mask, s.shape)
+    return allowed_softmax(func, s, allowed_positions(shape, mask_allowed=mask_allowed), bias)
 
 
 def _local_mask(func: str, s: Array, mask: BoolArray | None, /) -> BoolArray:
@@ -103,10 +110,7 @@ def local_m_distribution(
     d = _checks.integer(func, "half_width", half_width, minimum=0)
     s = _scores(func, scores)
     allowed = _local_mask(func, s, mask)
-    t_q, t_k = s.shape[-2], s.shape[-1]
-    i = np.arange(t_q)[:, None]  # [Tq, 1]
-    j = np.arange(t_k)[None, :]  # [1, Tk]
-    window = np.abs(j - i) <= d  # [Tq, Tk]
+    window = local_window(s.shape[-2], s.shape[-1], half_width=d)  # [Tq, Tk]
     s, allowed = _allowed_scores(func, s, allowed & window)
     return masked_softmax(s, allowed)
 
@@ -146,12 +150,7 @@ def local_p_distribution(
     allowed = _local_mask(func, s, mask)
     j = np.arange(s.shape[-1], dtype=p.real.dtype)  # [Tk]
     offset = j - p[..., None]  # [..., Tq, Tk]
-    # Note: |j - p| <= D is decided as j - D <= p <= j + D: j +- D are small
-    # integers, exact in the dtype, so the test is exact, where fl(j - p)
-    # would round a key just beyond D into the window (local.p-window). It
-    # reads the real part, so complex-step perturbations move no key in or out.
-    p_real = p.real[..., None]  # [..., Tq, 1]
-    window = (j - d <= p_real) & (p_real <= j + d)  # [..., Tq, Tk]
+    window = local_p_window(p, s.shape[-1], half_width=d)  # [..., Tq, Tk]
     s, allowed = _allowed_scores(func, s, allowed & window)
     weights = masked_softmax(s, allowed)  # [..., Tq, Tk]
     sigma = d / 2

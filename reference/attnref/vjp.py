@@ -49,6 +49,7 @@ from attnref.distribution import (
     local_p_position,
     masked_softmax,
 )
+from attnref.masking import local_p_window
 from attnref.output import attentional_hidden_state, output_distribution
 from attnref.scores import (
     score_additive,
@@ -564,7 +565,7 @@ def vjp_local_p_distribution(
     offset = np.broadcast_to(j - p[..., None], weights.shape)  # [..., Tq, Tk]
     # Note: the same allowed set as the forward: mask, window (on the real part),
     # and scores that are not -inf; w is the window softmax before the Gaussian.
-    allowed = np.abs(offset.real) <= d  # [..., Tq, Tk]
+    allowed = np.broadcast_to(local_p_window(p, s.shape[-1], half_width=d), weights.shape)
     if mask is not None:
         allowed = allowed & np.asarray(mask)
     s_full = np.broadcast_to(s, weights.shape)  # [..., Tq, Tk]

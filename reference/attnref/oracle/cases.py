@@ -298,7 +298,7 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
 
     causal_allowed = None
     if causal:
-        from attnref.composite import causal_mask
+        from attnref.masking import causal_mask
 
         causal_allowed = causal_mask(sizes.t_q, sizes.t_k, alignment=alignment)
     mask: npt.NDArray[Any] | None = None

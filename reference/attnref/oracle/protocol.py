@@ -117,16 +117,18 @@ class Case:
 
     def allowed(self, alignment: CausalAlignment, /) -> npt.NDArray[np.bool_]:
         """``[..., Tq, Tk]`` positions that the mask and the causal flag allow."""
+        from attnref.masking import allowed_positions
+
         t_q, t_k = self.query.shape[-2], self.key.shape[-2]
-        allowed = np.ones((*self.query.shape[:-2], t_q, t_k), dtype=bool)
+        shape = (*self.query.shape[:-2], t_q, t_k)
+        mask_allowed = None
         if self.mask is not None:
             m = np.asarray(self.mask)
-            allowed = allowed & (m if m.dtype == np.bool_ else m != -np.inf)
-        if self.is_causal:
-            from attnref.composite import causal_mask
-
-            allowed = allowed & causal_mask(t_q, t_k, alignment=alignment)
-        return allowed
+            mask_allowed = m if m.dtype == np.bool_ else m != -np.inf
+            shape = np.broadcast_shapes(shape, m.shape)
+        return allowed_positions(
+            shape, mask_allowed=mask_allowed, is_causal=self.is_causal, alignment=alignment
+        )
 
     def fully_masked_rows(self, alignment: CausalAlignment, /) -> npt.NDArray[np.bool_]:
         """``[..., Tq]`` rows with no allowed key."""

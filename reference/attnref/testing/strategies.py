@@ -49,6 +49,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 
+from attnref import masking
 from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
 
 __all__ = [
@@ -538,10 +539,7 @@ def causal_mask(t_q: int, t_k: int, /, *, alignment: CausalAlignment) -> BoolArr
     n_k = _int("t_k", t_k, minimum=0)
     if alignment not in ("top_left", "bottom_right"):
         raise InvalidArgument(f"alignment={alignment!r} must be 'top_left' or 'bottom_right'")
-    offset = 0 if alignment == "top_left" else n_k - n_q
-    i = np.arange(n_q)[:, None]  # [Tq, 1]
-    j = np.arange(n_k)[None, :]  # [1, Tk]
-    return np.asarray(j <= i + offset)  # [Tq, Tk]
+    return masking.causal_mask(n_q, n_k, alignment=alignment)  # [Tq, Tk]
 
 
 def boolean_masks(

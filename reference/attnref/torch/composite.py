@@ -7,9 +7,9 @@ from typing import cast
 
 import torch
 
-from attnref import _checks
+from attnref import _checks, masking
 from attnref.torch import _inputs
-from attnref.torch.distribution import attention_distribution
+from attnref.torch.distribution import allowed_softmax, pattern
 from attnref.torch.scores import (
     score_additive,
     score_concat,
@@ -27,23 +27,22 @@ __all__ = ["attention", "scaled_dot_product_attention"]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _attend(
+def _allowed(
     func: str,
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     mask: torch.Tensor | None,
-    score: ScoreFn,
     /,
     *,
-    keys_read: bool,
     names: tuple[str, str, str],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores, distribution and attention value, reading only what the mask allows.
+    is_causal: bool = False,
+    alignment: CausalAlignment = "top_left",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The mask, validated once, and the causal flag as ``(allowed [..., Tq, Tk], bias)``.
 
-    ``names`` are the caller's names for query, keys and values (for messages).
-
-    ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree.
+    ``bias`` is the additive mask (``None`` for a boolean mask or none); it is
+    read only where ``allowed`` is True.
     """
     batch = _checks.broadcast_shapes(
         func,
@@ -52,11 +51,36 @@ def _attend(
         (names[2], tuple(v.shape[:-2])),
     )
     target = (*batch, q.shape[-2], k.shape[-2])
-    if mask is None:
-        allowed = torch.ones(target, dtype=torch.bool, device=q.device)
-    else:
-        allowed, _, shape = _inputs.mask(func, mask, target)
-        allowed = torch.broadcast_to(allowed, shape)  # [..., Tq, Tk]
+    allowed = torch.ones(target, dtype=torch.bool, device=q.device)
+    bias = None
+    if mask is not None:
+        mask_allowed, bias, target = _inputs.mask(func, mask, target)
+        allowed = torch.broadcast_to(mask_allowed, target)
+    if is_causal:
+        causal = masking.causal_mask(q.shape[-2], k.shape[-2], alignment=alignment)
+        allowed = allowed & pattern(causal, q)
+    return allowed, bias
+
+
+def _attend(
+    func: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    allowed: torch.Tensor,
+    bias: torch.Tensor | None,
+    score: ScoreFn,
+    /,
+    *,
+    keys_read: bool,
+    names: tuple[str, str, str],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores, distribution and attention value, reading only the ``allowed`` positions.
+
+    ``names`` are the caller's names for query, keys and values (for messages).
+    ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree; ``allowed``
+    and ``bias`` come from :func:`_allowed`.
+    """
     # Note: query rows with no allowed key and keys no query may attend to are
     # not read (input.unread-positions); they are replaced by 0 so that NaN or
     # inf there can reach neither the scores nor, through 0 * NaN, the output,
@@ -69,7 +93,7 @@ def _attend(
     if keys_read:
         _inputs.finite(func, names[1], k_full, where=k_read)
     scores = score(torch.where(q_read, q_full, 0), torch.where(k_read, k_full, 0))  # [..., Tq, Tk]
-    weights = attention_distribution(scores, mask=mask)  # [..., Tq, Tk]
+    weights = allowed_softmax(func, scores, allowed, bias)  # [..., Tq, Tk]
     context = attention_value(weights, v)  # [..., Tq, d_v]
     return context, weights
 
@@ -118,35 +142,18 @@ def attention(
     _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
     _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
     score_fn = _score_fn(kind, bound, scale=lam)
+    allowed, bias = _allowed(func, q, k, v, mask, names=("query", "keys", "values"))
     return _attend(
         func,
         q,
         k,
         v,
-        mask,
+        allowed,
+        bias,
         score_fn,
         keys_read=kind != "location",
         names=("query", "keys", "values"),
     )
-
-
-def causal_mask(
-    t_q: int, t_k: int, /, *, alignment: CausalAlignment, device: torch.device
-) -> torch.Tensor:
-    """``[Tq, Tk]`` boolean causal mask, ``True`` = may attend (``sdpa.causal-*``)."""
-    i = torch.arange(t_q, device=device)[:, None]  # [Tq, 1]
-    j = torch.arange(t_k, device=device)[None, :]  # [1, Tk]
-    offset = 0 if alignment == "top_left" else t_k - t_q
-    return j <= i + offset  # [Tq, Tk]
-
-
-def _combine(mask: torch.Tensor | None, causal: torch.Tensor, /) -> torch.Tensor:
-    """``mask`` restricted to the causally allowed positions (``sdpa.causal-with-mask``)."""
-    if mask is None:
-        return causal
-    if mask.dtype == torch.bool:
-        return mask & causal
-    return torch.where(causal, mask, -torch.inf)
 
 
 def scaled_dot_product_attention(
@@ -182,29 +189,23 @@ def scaled_dot_product_attention(
         # repeat_interleave repeats each head g times in place, not tiled.
         k = k.repeat_interleave(group, dim=-3)  # [..., Hq, Tk, d]
         v = v.repeat_interleave(group, dim=-3)  # [..., Hq, Tk, d_v]
-    if causal:
-        batch = _checks.broadcast_shapes(
-            func,
-            ("query", tuple(q.shape[:-2])),
-            ("key", tuple(k.shape[:-2])),
-            ("value", tuple(v.shape[:-2])),
-        )
-        if mask is not None:  # checked before it is combined, so errors name the caller's mask
-            _inputs.mask(func, mask, (*batch, q.shape[-2], k.shape[-2]))
-        bottom_right = alignment == "bottom_right"
-        allowed = causal_mask(
-            q.shape[-2],
-            k.shape[-2],
-            alignment="bottom_right" if bottom_right else "top_left",
-            device=q.device,
-        )
-        mask = _combine(mask, allowed)
-    return _attend(
+    allowed, bias = _allowed(
         func,
         q,
         k,
         v,
         mask,
+        names=("query", "key", "value"),
+        is_causal=causal,
+        alignment="bottom_right" if alignment == "bottom_right" else "top_left",
+    )
+    return _attend(
+        func,
+        q,
+        k,
+        v,
+        allowed,
+        bias,
         lambda qq, kk: score_scaled_dot(qq, kk, scale=lam),
         keys_read=True,
         names=("query", "key", "value"),

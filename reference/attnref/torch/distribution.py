@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from attnref import _checks
+from attnref import _checks, masking
 from attnref.torch import _inputs
+from attnspec.typing import BoolArray
 
 __all__ = [
     "attention_distribution",
@@ -84,24 +86,37 @@ def _ones(s: torch.Tensor, /) -> torch.Tensor:
     return torch.ones(s.shape, dtype=torch.bool, device=s.device)
 
 
+def pattern(allowed: BoolArray, like: torch.Tensor, /) -> torch.Tensor:
+    """A boolean pattern of :mod:`attnref.masking` as a tensor on ``like``'s device."""
+    return torch.from_numpy(np.ascontiguousarray(allowed)).to(like.device)
+
+
+def allowed_softmax(
+    func: str, scores: torch.Tensor, allowed: torch.Tensor, bias: torch.Tensor | None, /
+) -> torch.Tensor:
+    """The attention distribution of checked ``scores`` over a derived ``allowed`` set.
+
+    ``allowed`` is a validated mask joined with the patterns of
+    :mod:`attnref.masking`; ``bias`` is the additive mask or ``None``.
+    """
+    # Note: the additive mask is cast to the scores' dtype (masks take no
+    # part in promotion, input.result-dtype): a huge finite bias such as
+    # -1e30 becomes -inf in float16 and so disallows, as float16 would.
+    b = None if bias is None else bias.to(scores.dtype)
+    s, allowed = _allowed_scores(func, scores, allowed)
+    return masked_softmax(s, allowed, bias=b)
+
+
 def attention_distribution(
     scores: torch.Tensor, /, *, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Masked softmax of the scores; see :func:`attnspec.attention_distribution`."""
     func = "attention_distribution"
     s = _scores(func, scores)
-    bias = None
     if mask is None:
-        allowed = _ones(s)
-    else:
-        allowed, additive, shape = _inputs.mask(func, mask, tuple(s.shape))
-        allowed = torch.broadcast_to(allowed, shape)
-        # Note: the additive mask is cast to the scores' dtype (masks take no
-        # part in promotion, input.result-dtype): a huge finite bias such as
-        # -1e30 becomes -inf in float16 and so disallows, as float16 would.
-        bias = None if additive is None else additive.to(s.dtype)
-    s, allowed = _allowed_scores(func, s, allowed)
-    return masked_softmax(s, allowed, bias=bias)
+        return allowed_softmax(func, s, _ones(s), None)
+    allowed, additive, shape = _inputs.mask(func, mask, tuple(s.shape))
+    return allowed_softmax(func, s, torch.broadcast_to(allowed, shape), additive)
 
 
 def _local_mask(func: str, s: torch.Tensor, mask: torch.Tensor | None, /) -> torch.Tensor:
@@ -120,10 +135,7 @@ def local_m_distribution(
     d = _checks.integer(func, "half_width", half_width, minimum=0)
     s = _scores(func, scores)
     allowed = _local_mask(func, s, mask)
-    t_q, t_k = s.shape[-2], s.shape[-1]
-    i = torch.arange(t_q, device=s.device)[:, None]  # [Tq, 1]
-    j = torch.arange(t_k, device=s.device)[None, :]  # [1, Tk]
-    window = (j - i).abs() <= d  # [Tq, Tk]
+    window = pattern(masking.local_window(s.shape[-2], s.shape[-1], half_width=d), s)
     s, allowed = _allowed_scores(func, s, allowed & window)
     return masked_softmax(s, allowed)
 
@@ -176,11 +188,11 @@ def local_p_distribution(
     allowed = _local_mask(func, s, mask)
     j = torch.arange(s.shape[-1], dtype=p.dtype, device=p.device)  # [Tk]
     offset = j - p[..., None]  # [..., Tq, Tk]
-    # Note: |j - p| <= D is decided as j - D <= p <= j + D: j +- D are small
-    # integers, exact in the dtype, so the test is exact, where fl(j - p)
-    # would round a key just beyond D into the window (local.p-window).
-    p_col = p[..., None]  # [..., Tq, 1]
-    window = (j - d <= p_col) & (p_col <= j + d)  # [..., Tq, Tk]
+    # Note: the window is decided by attnref.masking on the positions' values in
+    # float64, where every position of every dtype and j +- D are exact (the
+    # window is not differentiated; a host copy of [..., Tq] positions is small).
+    p_exact = p.detach().to(torch.float64).cpu().numpy()  # [..., Tq]
+    window = pattern(masking.local_p_window(p_exact, s.shape[-1], half_width=d), p)
     s, allowed = _allowed_scores(func, s, allowed & window)
     weights = masked_softmax(s, allowed)  # [..., Tq, Tk]
     sigma = d / 2

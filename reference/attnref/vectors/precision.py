@@ -309,7 +309,9 @@ def format_table(rows: Sequence[Row]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the precision report; exit 1 if any clause misses the goal."""
-    parser = argparse.ArgumentParser(prog="python -m attnref.vectors.precision", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m attnref.vectors.precision", description=main.__doc__
+    )
     parser.add_argument("--random", type=int, default=6, help="random cases per function")
     args = parser.parse_args(argv)
     start = time.perf_counter()
