@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import attnref
+import tolerances as tol
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 RNG = np.random.default_rng(1508)
-EPS = float(np.finfo(np.float64).eps)
 
 
 def normal(*shape: int) -> F64:
@@ -31,8 +31,10 @@ def test_score_dot_is_the_pairwise_dot_product() -> None:
     for b in range(3):
         for i in range(4):
             for j in range(6):
-                expected = math.fsum(q[b, i] * k[b, j])
-                assert got[b, i, j] == pytest.approx(expected, rel=8 * EPS, abs=8 * EPS)
+                expected = math.fsum(q[b, i] * k[b, j])  # correctly rounded
+                magnitude = math.fsum(abs(q[b, i] * k[b, j]))
+                error = tol.dot_bound(np.float64, 5, magnitude) + tol.unit_roundoff(np.float64)
+                tol.assert_within(got[b, i, j], expected, error * max(1.0, abs(expected)))
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 8, 64, 128])
@@ -51,7 +53,8 @@ def test_distribution_matches_the_softmax_formula() -> None:
     got = attnref.attention_distribution(scores, mask=mask)
     row0 = np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum()
     row1 = np.exp(scores[1]) / np.exp(scores[1]).sum()
-    np.testing.assert_allclose(got, [[*row0, 0.0], row1], rtol=4 * EPS, atol=0)
+    # both sides are float64 softmaxes of the same logits over at most 3 keys
+    tol.assert_within(got, np.array([[*row0, 0.0], row1]), tol.bound("softmax", 3, 1.0))
     assert got[0, 2] == 0.0
 
 
@@ -115,7 +118,7 @@ def test_bottom_right_with_more_queries_than_keys_has_empty_rows() -> None:
     )
     assert np.all(weights[:2] == 0.0)
     assert np.all(context[:2] == 0.0)
-    np.testing.assert_allclose(weights[2:].sum(axis=-1), 1.0, rtol=0, atol=4 * EPS)
+    tol.assert_within(weights[2:].sum(axis=-1), np.ones(3), tol.row_sum_bound(np.float64, 3))
 
 
 def test_grouped_heads_are_repeated_interleaved() -> None:
@@ -168,7 +171,7 @@ def test_location_score_is_w_a_times_query() -> None:
     q, w = normal(3, 4), normal(6, 4)
     got = attnref.score_location(q, w)
     for i in range(3):
-        np.testing.assert_allclose(got[i], w @ q[i], rtol=8 * EPS, atol=8 * EPS)
+        tol.assert_within(got[i], w @ q[i], tol.bound("sum", 4, np.abs(w) @ np.abs(q[i])))
 
 
 def test_local_m_window() -> None:
@@ -177,7 +180,7 @@ def test_local_m_window() -> None:
     expected = np.array(
         [[1 / 2, 1 / 2, 0, 0, 0], [1 / 3, 1 / 3, 1 / 3, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0]]
     )
-    np.testing.assert_allclose(got, expected, rtol=2 * EPS, atol=0)
+    tol.assert_within(got, expected, tol.bound("softmax", 3, expected))
 
 
 def test_local_p_gaussian_after_window_softmax() -> None:
@@ -191,7 +194,10 @@ def test_local_p_gaussian_after_window_softmax() -> None:
     gauss = np.exp(-((np.array(window) - p) ** 2) / (2 * (d / 2) ** 2))
     expected = np.zeros(6)
     expected[window] = soft * gauss
-    np.testing.assert_allclose(got[0], expected, rtol=8 * EPS, atol=0)
+    # the window softmax (4 keys) times a Gaussian of 3 elementwise operations
+    error = tol.bound("softmax", 4, soft) * gauss + tol.bound("elementwise", 3, soft * gauss)
+    tol.assert_within(got[0, window], expected[window], error)
+    assert np.all(got[0, [0, 5]] == 0.0)
     assert got.sum() < 1
 
 
@@ -200,7 +206,11 @@ def test_local_p_position_range() -> None:
     q, w, v = normal(4, 3), normal(5, 3), normal(5)
     got = attnref.local_p_position(q, w, v, source_length=7)
     expected = 6 / (1 + np.exp(-(np.tanh(q @ w.T) @ v)))
-    np.testing.assert_allclose(got, expected, rtol=4 * EPS, atol=0)
+    # the logit is a dot product over d_p = 5 of tanh values of dot products over d_q = 3;
+    # the sigmoid's slope is at most 1/4 and S - 1 = 6 multiplies, one rounding each
+    magnitude = (np.abs(q) @ np.abs(w).T + 1) @ np.abs(v)
+    logit_error = tol.bound("sum", 3 + 5 + 1, magnitude)
+    tol.assert_within(got, expected, 6 * logit_error / 4 + tol.bound("elementwise", 4, expected))
     saturated = attnref.local_p_position(q, 1e3 * w, 1e3 * v, source_length=7)
     assert np.all((saturated >= 0) & (saturated <= 6))
 
@@ -210,14 +220,15 @@ def test_hidden_state_and_output_distribution() -> None:
     a, s = normal(2, 3), normal(2, 4)
     w_c, b_c, w_y, b_y = normal(5, 7), normal(5), normal(6, 5), normal(6)
     hidden = attnref.attentional_hidden_state(a, s, w_c, b_c)
-    np.testing.assert_allclose(
-        hidden, np.tanh(np.hstack([a, s]) @ w_c.T + b_c), rtol=8 * EPS, atol=8 * EPS
-    )
+    pre = np.abs(np.hstack([a, s])) @ np.abs(w_c).T + np.abs(b_c)
+    # 7 products and the bias; tanh is 1-Lipschitz and rounds once
+    error = tol.bound("sum", 8, pre) + tol.bound("elementwise", 1, 1.0)
+    tol.assert_within(hidden, np.tanh(np.hstack([a, s]) @ w_c.T + b_c), error)
     y = attnref.output_distribution(hidden, w_y, b_y)
     logits = hidden @ w_y.T + b_y
-    np.testing.assert_allclose(
-        y, np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), rtol=8 * EPS, atol=0
-    )
+    expected_y = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    # the logits are the same float64 expression on both sides; the softmax is over 6 words
+    tol.assert_within(y, expected_y, tol.bound("softmax", 6, expected_y))
     np.testing.assert_array_equal(
         attnref.concatenate_context(a, s), np.concatenate([a, s], axis=-1)
     )

@@ -33,7 +33,7 @@ from torch.nn.functional import scaled_dot_product_attention as torch_sdpa
 import attnref
 import attnref.torch as twin
 from attnspec.errors import AttnSpecError
-from tolerances import bound, softmax_amplification
+from tolerances import bound, softmax_perturbation
 
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
@@ -216,7 +216,7 @@ def composite_bounds(logit_error: F64, allowed: Bool, weights: Any, values: F64)
     error times |values|, plus the rounding of the weighted sum over Tk.
     """
     t_k = weights.shape[-1]
-    amplified = weights * softmax_amplification(row_max(logit_error, allowed))
+    amplified = weights * softmax_perturbation(row_max(logit_error, allowed))
     w_tol = np.asarray(amplified + bound("softmax", t_k, 1.0))
     abs_v = np.abs(values)
     c_tol = np.asarray(w_tol @ abs_v + bound("sum", t_k, weights @ abs_v))

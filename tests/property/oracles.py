@@ -3,7 +3,7 @@
 Each oracle evaluates a formula of the spec directly, in ``numpy.longdouble``
 (64-bit mantissa on x86, more elsewhere), with ``einsum`` or explicit loops, and
 never calls :mod:`attnref`. Its own rounding error is below the bounds of
-:mod:`tolerances_property`, which are derived for the dtypes the reference
+:mod:`tolerances`, which are derived for the dtypes the reference
 computes in (float16 to float64).
 """
 

@@ -14,7 +14,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import attnref
-import tolerances_property as tol
+import tolerances as tol
 from attnref.testing import strategies as ats
 from attnspec.errors import ArgumentError, ShapeError
 from attnspec.typing import Array, BoolArray, Mask

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import attnref
-import tolerances_property as tol
+import tolerances as tol
 from attnref.testing import strategies as ats
 from attnspec.errors import DTypeError, NonFiniteInputError, ShapeError
 from attnspec.typing import Array, Mask

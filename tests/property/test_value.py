@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import attnref
-import tolerances_property as tol
+import tolerances as tol
 from attnref.testing import strategies as ats
 from attnspec.typing import Array
 
