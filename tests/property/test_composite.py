@@ -112,7 +112,7 @@ def test_attention_is_the_composition_of_its_steps(call: ats.AttentionCall) -> N
     np.testing.assert_array_equal(context, np.broadcast_to(value, context.shape))
 
 
-@given(ats.attention_calls(mask_styles=("none",)), st.data())
+@given(ats.attention_calls(mask_kinds=("none",)), st.data())
 def test_attention_takes_exactly_the_parameters_of_its_score(
     call: ats.AttentionCall, data: st.DataObject
 ) -> None:
@@ -219,11 +219,11 @@ def test_causal_masks_allow_exactly_the_specified_keys(call: ats.SDPACall, align
 @pytest.mark.parametrize("style", ["boolean", "additive"])
 @given(data=st.data())
 def test_causal_and_mask_allow_only_what_both_allow(
-    style: ats.MaskStyle, data: st.DataObject
+    style: ats.MaskKind, data: st.DataObject
 ) -> None:
     """sdpa.causal-with-mask: When both mask and is_causal are given, a key is allowed only if both
     allow it (an additive mask keeps its finite entries at the causally allowed positions)."""
-    calls = ats.sdpa_calls(mask_styles=[style], mask_patterns=["random", "key_padding"])
+    calls = ats.sdpa_calls(mask_kinds=[style], mask_patterns=["random", "key_padding"])
     call = data.draw(calls.map(lambda c: replace(c, is_causal=True)), label="call")
     args = (call.query, call.key, call.value)
     context, weights = attnref.scaled_dot_product_attention(*args, **call.kwargs())
@@ -393,7 +393,7 @@ def test_scale_zero_gives_the_uniform_average(call: ats.SDPACall) -> None:
     tol.assert_within(context, c_exact, tol.gamma(t_k + 1, weights.dtype) * size, what="mean")
 
 
-@given(ats.sdpa_calls(mask_styles=("none", "boolean")))
+@given(ats.sdpa_calls(mask_kinds=("none", "boolean")))
 def test_a_vanishing_scale_tends_to_the_uniform_average(call: ats.SDPACall) -> None:
     """score.scale-applied, distribution.ties-uniform: as lambda -> 0 the scores tend to zero and
     the weights to the uniform 1/n; with |lambda s| <= u/16 they are uniform to rounding."""
@@ -409,7 +409,7 @@ def test_a_vanishing_scale_tends_to_the_uniform_average(call: ats.SDPACall) -> N
     tol.assert_within(weights, w_exact, bound, what="nearly uniform weights")
 
 
-@given(ats.sdpa_calls(gqa=False, mask_styles=("none",)).map(lambda c: replace(c, is_causal=False)))
+@given(ats.sdpa_calls(gqa=False, mask_kinds=("none",)).map(lambda c: replace(c, is_causal=False)))
 @example(
     ats.SDPACall(
         np.array([[1.0, 0.0]]),

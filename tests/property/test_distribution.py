@@ -28,7 +28,7 @@ def cases(
     draw: st.DrawFn,
     *,
     regimes: tuple[ats.Regime, ...] = ats.REGIMES,
-    styles: tuple[ats.MaskStyle, ...] = ats.MASK_STYLES,
+    kinds: tuple[ats.MaskKind, ...] = ats.MASK_KINDS,
     neg_inf: bool = False,
     fully_masked_rows: bool = True,
     max_magnitude: float = 8.0,
@@ -42,7 +42,7 @@ def cases(
             dt, (*s.query_batch, s.tq, s.tk), regimes=regimes, neg_inf=neg_inf, max_magnitude=bound
         )
     )
-    mask = draw(ats.masks(dt, s.mask, styles=styles, fully_masked_rows=fully_masked_rows))
+    mask = draw(ats.masks(dt, s.mask, kinds=kinds, fully_masked_rows=fully_masked_rows))
     return scores, mask
 
 
@@ -107,7 +107,7 @@ def test_disallowed_positions_get_exactly_zero(case: Case) -> None:
     assert np.all(got[~allowed_of(case)] == 0)
 
 
-@given(cases(styles=("boolean",)))
+@given(cases(kinds=("boolean",)))
 def test_true_means_may_attend(case: Case) -> None:
     """distribution.mask-polarity: In a boolean mask True means *may attend*: with equal scores
     every True position gets a positive weight and every False position none."""
@@ -118,7 +118,7 @@ def test_true_means_may_attend(case: Case) -> None:
     assert np.all((got > 0) == allowed)
 
 
-@given(cases(styles=("none",)))
+@given(cases(kinds=("none",)))
 def test_an_all_true_mask_equals_no_mask(case: Case) -> None:
     """distribution.mask-polarity: an all-True mask equals no mask."""
     scores = case[0]
@@ -129,7 +129,7 @@ def test_an_all_true_mask_equals_no_mask(case: Case) -> None:
     )
 
 
-@given(cases(styles=("additive",), regimes=("well_conditioned", "ties", "near_ties")))
+@given(cases(kinds=("additive",), regimes=("well_conditioned", "ties", "near_ties")))
 def test_an_additive_mask_is_added_to_the_scores(case: Case) -> None:
     """distribution.additive-mask: A floating mask is added to the scores before the softmax; -inf
     disallows, a finite entry biases."""
@@ -144,7 +144,7 @@ def test_an_additive_mask_is_added_to_the_scores(case: Case) -> None:
     tol.assert_within(got, expected, bound, what="weights")
 
 
-@given(cases(styles=("additive",)), st.sampled_from([math.nan, math.inf]), st.data())
+@given(cases(kinds=("additive",)), st.sampled_from([math.nan, math.inf]), st.data())
 def test_nan_or_plus_inf_in_an_additive_mask_raises(
     case: Case, bad: float, data: st.DataObject
 ) -> None:
@@ -162,9 +162,7 @@ def test_nan_or_plus_inf_in_an_additive_mask_raises(
 @st.composite
 def shifted(draw: st.DrawFn) -> tuple[Case, Array]:
     """A case with well-conditioned scores and a finite constant per row."""
-    case = draw(
-        cases(regimes=("well_conditioned", "ties", "near_ties"), styles=("none", "boolean"))
-    )
+    case = draw(cases(regimes=("well_conditioned", "ties", "near_ties"), kinds=("none", "boolean")))
     scores = case[0]
     bound = 64.0 if scores.dtype == np.float16 else 1e6
     shift = draw(
@@ -189,7 +187,7 @@ def test_adding_a_constant_to_a_row_leaves_its_weights(args: tuple[Case, Array])
     tol.assert_within(got, base, bound, what="shifted weights")
 
 
-@given(cases(regimes=("large",), styles=("none", "boolean"), neg_inf=True))
+@given(cases(regimes=("large",), kinds=("none", "boolean"), neg_inf=True))
 @example((np.array([[F64_MAX, -F64_MAX]]), None))
 @example((np.array([[-F16_MAX, -F16_MAX, F16_MAX]], dtype=np.float16), None))
 def test_finite_scores_anywhere_in_range_stay_finite(case: Case) -> None:
@@ -216,7 +214,7 @@ def tied_rows(draw: st.DrawFn) -> Case:
         )
     )
     scores = np.broadcast_to(constants, (*s.query_batch, s.tq, s.tk)).copy()
-    mask = draw(ats.masks(dt, s.mask, styles=("none", "boolean")))
+    mask = draw(ats.masks(dt, s.mask, kinds=("none", "boolean")))
     return scores, mask
 
 

@@ -63,7 +63,7 @@ def real_rows(draw: st.DrawFn) -> tuple[Array, Array]:
     return scores, direction
 
 
-@given(real_rows(), ats.masks(np.float64, (1, 6), styles=("none", "boolean")))
+@given(real_rows(), ats.masks(np.float64, (1, 6), kinds=("none", "boolean")))
 def test_complex_inputs_give_the_analytic_continuation(
     args: tuple[Array, Array], mask: Any
 ) -> None:
@@ -228,7 +228,7 @@ def test_empty_key_or_feature_axes_raise(axis: str) -> None:
 def read_positions(draw: st.DrawFn) -> tuple[ats.SDPACall, str, tuple[int, ...], float]:
     """An unmasked, non-causal sdpa call with scale 0 (every position is read: all weights are
     1/Tk > 0), an argument, an index into it and a non-finite value."""
-    call = draw(ats.sdpa_calls(gqa=False, mask_styles=("none",)))
+    call = draw(ats.sdpa_calls(gqa=False, mask_kinds=("none",)))
     call = replace(call, is_causal=False, scale=0)
     name = draw(st.sampled_from(["query", "key", "value"]))
     shape = getattr(call, name).shape
@@ -321,9 +321,9 @@ def _check_unread(call: ats.AttentionCall, data: st.DataObject, *, allow_nonfini
     if call.score == "location":  # keys take no part in a location score
         k_unread = np.ones((*i.keys.shape[:-1], 1), dtype=bool)
     else:
-        k_unread = ats.unread_rows(i.mask, i.keys.shape[:-1], axis=-1)
-    v_unread = ats.unread_rows(i.mask, i.values.shape[:-1], axis=-1)
-    q_unread = ats.unread_rows(i.mask, i.query.shape[:-1], axis=-2)
+        k_unread = ats.unread_by_mask(i.mask, i.keys.shape[:-1], axis=-1)
+    v_unread = ats.unread_by_mask(i.mask, i.values.shape[:-1], axis=-1)
+    q_unread = ats.unread_by_mask(i.mask, i.query.shape[:-1], axis=-2)
     poison = {"allow_nonfinite": allow_nonfinite}
     dirty = replace(
         i,
@@ -367,7 +367,7 @@ def test_scores_at_disallowed_positions_are_not_read(
     )
 
 
-@given(ats.sdpa_calls(mask_styles=("boolean", "additive")), st.booleans(), st.data())
+@given(ats.sdpa_calls(mask_kinds=("boolean", "additive")), st.booleans(), st.data())
 def test_unread_positions_of_sdpa_change_nothing(
     call: ats.SDPACall, allow_nonfinite: bool, data: st.DataObject
 ) -> None:
@@ -378,9 +378,9 @@ def test_unread_positions_of_sdpa_change_nothing(
     clean = attnref.scaled_dot_product_attention(call.query, call.key, call.value, **call.kwargs())
     joined = _joined_mask(call)
     h_axis = call.key.ndim - 3 if call.enable_gqa else None
-    q_unread = ats.unread_rows(joined, call.query.shape[:-1], axis=-2)
-    k_unread = ats.unread_rows(_grouped(joined, call, h_axis), call.key.shape[:-1], axis=-1)
-    v_unread = ats.unread_rows(_grouped(joined, call, h_axis), call.value.shape[:-1], axis=-1)
+    q_unread = ats.unread_by_mask(joined, call.query.shape[:-1], axis=-2)
+    k_unread = ats.unread_by_mask(_grouped(joined, call, h_axis), call.key.shape[:-1], axis=-1)
+    v_unread = ats.unread_by_mask(_grouped(joined, call, h_axis), call.value.shape[:-1], axis=-1)
     poison = {"allow_nonfinite": allow_nonfinite}
     dirty = replace(
         call,

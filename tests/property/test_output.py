@@ -30,7 +30,7 @@ class Layer:
 @st.composite
 def hidden_layers(draw: st.DrawFn) -> Layer:
     """Context ``[..., Tq, d_v]``, query ``[..., Tq, d_q]``, ``W_c [d_h, d_v + d_q]``, ``b_c``."""
-    inputs = draw(ats.attention_inputs(mask_styles=("none",)))
+    inputs = draw(ats.attention_inputs(mask_kinds=("none",)))
     s, dt = inputs.shapes, inputs.query.dtype
     context = draw(ats.well_conditioned_arrays(dt, (*s.values_batch, s.tq, s.d_v)))
     d_h = draw(st.integers(1, 4))

@@ -41,7 +41,7 @@ def pairs(
         ats.attention_shapes(max_features=max_features, same_features=kind in ("dot", "scaled_dot"))
     )
     inputs = draw(
-        ats.attention_inputs(dtype=dt, shapes=st.just(s), regimes=regimes, mask_styles=("none",))
+        ats.attention_inputs(dtype=dt, shapes=st.just(s), regimes=regimes, mask_kinds=("none",))
     )
     params = draw(ats.score_parameters(kind, dtype=dt, d_q=s.d_q, d_k=s.d_k, tk=s.tk))
     return Pair(inputs.query, inputs.keys, params)

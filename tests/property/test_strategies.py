@@ -118,8 +118,8 @@ BAD_CALLS: dict[str, tuple[Callable[[], object], str]] = {
         lambda: ats.sdpa_calls(gqa=1),  # type: ignore[arg-type]
         r"gqa=1 must be True, False or None",
     ),
-    "unread_rows(None, (2, 3), axis=0)": (
-        lambda: ats.unread_rows(None, (2, 3), axis=0),
+    "unread_by_mask(None, (2, 3), axis=0)": (
+        lambda: ats.unread_by_mask(None, (2, 3), axis=0),
         r"axis=0 must be -1 \(keys\) or -2 \(queries\)",
     ),
 }
@@ -208,8 +208,8 @@ def source_index(full: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ..
 def test_unread_rows_are_the_keys_no_query_may_attend_to(
     mask: Any, target: tuple[int, ...]
 ) -> None:
-    """``unread_rows`` marks a key row unread exactly when no batch element using it reads it."""
-    got = ats.unread_rows(mask, target, axis=-1)
+    """``unread_by_mask`` marks a key row unread exactly when no batch element using it reads it."""
+    got = ats.unread_by_mask(mask, target, axis=-1)
     assert got.shape == (*target, 1)
     batch = np.broadcast_shapes(mask.shape[:-2], target[:-1])
     read = np.zeros(target, dtype=bool)

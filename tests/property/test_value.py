@@ -33,7 +33,7 @@ def weighted(
     """Arbitrary weights, or (``distributions``) rows of a softmax with an allowed key each."""
     inputs = draw(
         ats.attention_inputs(
-            regimes=regimes, mask_styles=("none", "boolean"), fully_masked_rows=False
+            regimes=regimes, mask_kinds=("none", "boolean"), fully_masked_rows=False
         )
     )
     s, dt = inputs.shapes, inputs.query.dtype
@@ -124,14 +124,14 @@ def test_values_with_zero_weight_everywhere_are_not_read(
     )
     w = w.copy()
     w[..., dropped] = 0
-    unread = ats.unread_rows(w != 0, v.shape[:-1], axis=-1)
+    unread = ats.unread_by_mask(w != 0, v.shape[:-1], axis=-1)
     poisoned = data.draw(ats.poisoned(v, unread))
     np.testing.assert_array_equal(
         attnref.attention_value(w, poisoned), attnref.attention_value(w, v)
     )
 
 
-@given(ats.attention_inputs(mask_styles=("none",)))
+@given(ats.attention_inputs(mask_kinds=("none",)))
 def test_concatenation_puts_the_context_first(inputs: ats.AttentionInputs) -> None:
     """concat.context-first: The result is [a_i; s_i]: the context's d_v features first, then the
     query's d_q features, batch dimensions broadcast."""

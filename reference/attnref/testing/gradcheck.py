@@ -77,7 +77,7 @@ __all__ = [
 Outputs: TypeAlias = npt.NDArray[Any] | tuple[npt.NDArray[Any], ...]
 """What a checked function returns: one array or a tuple of arrays."""
 
-Function: TypeAlias = Callable[..., Outputs]
+Differentiable: TypeAlias = Callable[..., Outputs]
 VJP: TypeAlias = Callable[[Sequence[npt.NDArray[Any]], Outputs], Sequence[npt.NDArray[Any] | None]]
 JVP: TypeAlias = Callable[[Sequence[npt.NDArray[Any]], Sequence[npt.NDArray[Any]]], Outputs]
 
@@ -212,7 +212,7 @@ def _structure(y: tuple[npt.NDArray[Any], ...], single: bool, /) -> Outputs:
 
 
 def complex_step_jvp(
-    f: Function,
+    f: Differentiable,
     primals: Sequence[npt.NDArray[Any]],
     tangents: Sequence[npt.NDArray[Any]],
     /,
@@ -233,7 +233,7 @@ def complex_step_jvp(
 
 
 def central_difference_jvp(
-    f: Function,
+    f: Differentiable,
     primals: Sequence[npt.NDArray[Any]],
     tangents: Sequence[npt.NDArray[Any]],
     /,
@@ -327,7 +327,7 @@ def _gradients(
 
 
 def check_vjp(
-    f: Function,
+    f: Differentiable,
     vjp: VJP,
     primals: Sequence[npt.NDArray[Any]],
     /,

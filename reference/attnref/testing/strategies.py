@@ -54,15 +54,15 @@ from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, Scor
 
 __all__ = [
     "FLOAT_DTYPES",
+    "MASK_KINDS",
     "MASK_PATTERNS",
-    "MASK_STYLES",
     "REGIMES",
     "SCORE_KINDS",
     "AttentionCall",
     "AttentionInputs",
     "AttentionShapes",
+    "MaskKind",
     "MaskPattern",
-    "MaskStyle",
     "Regime",
     "SDPACall",
     "additive_masks",
@@ -81,7 +81,7 @@ __all__ = [
     "score_arrays",
     "score_parameters",
     "sdpa_calls",
-    "unread_rows",
+    "unread_by_mask",
     "well_conditioned_arrays",
 ]
 
@@ -92,7 +92,7 @@ MaskPattern: TypeAlias = Literal["random", "key_padding", "causal_top_left", "ca
 batch element (``j < length``); or a causal mask in one of the two alignments
 (``sdpa.causal-top-left``, ``sdpa.causal-bottom-right``)."""
 
-MaskStyle: TypeAlias = Literal["none", "boolean", "additive"]
+MaskKind: TypeAlias = Literal["none", "boolean", "additive"]
 """No mask, a boolean mask (``True`` = may attend) or an additive float mask."""
 
 Regime: TypeAlias = Literal["well_conditioned", "large", "ties", "near_ties"]
@@ -110,7 +110,7 @@ SCORE_KINDS: tuple[ScoreKind, ...] = get_args(ScoreKind)
 """The score kinds of :func:`attnref.attention`, in the spec's order."""
 
 MASK_PATTERNS: tuple[MaskPattern, ...] = get_args(MaskPattern)
-MASK_STYLES: tuple[MaskStyle, ...] = get_args(MaskStyle)
+MASK_KINDS: tuple[MaskKind, ...] = get_args(MaskKind)
 REGIMES: tuple[Regime, ...] = get_args(Regime)
 
 _T = TypeVar("_T")
@@ -632,17 +632,17 @@ def masks(
     shape: tuple[int, ...],
     /,
     *,
-    styles: Sequence[MaskStyle] = MASK_STYLES,
+    kinds: Sequence[MaskKind] = MASK_KINDS,
     patterns: Sequence[MaskPattern] = MASK_PATTERNS,
     fully_masked_rows: bool = True,
 ) -> st.SearchStrategy[Mask | None]:
-    """Strategy for the ``mask`` argument: ``None``, boolean or additive (see :data:`MaskStyle`)."""
-    chosen = _subset("styles", styles, MASK_STYLES)
+    """Strategy for the ``mask`` argument: ``None``, boolean or additive (see :data:`MaskKind`)."""
+    chosen = _subset("kinds", kinds, MASK_KINDS)
     options: list[st.SearchStrategy[Mask | None]] = []
-    for style in chosen:
-        if style == "none":
+    for kind in chosen:
+        if kind == "none":
             options.append(st.none())
-        elif style == "boolean":
+        elif kind == "boolean":
             options.append(
                 boolean_masks(shape, patterns=patterns, fully_masked_rows=fully_masked_rows)
             )
@@ -653,7 +653,7 @@ def masks(
     return st.one_of(*options)
 
 
-def unread_rows(mask: Mask | None, target: tuple[int, ...], /, *, axis: int) -> BoolArray:
+def unread_by_mask(mask: Mask | None, target: tuple[int, ...], /, *, axis: int) -> BoolArray:
     """Rows of an argument of batch-and-axis shape ``target`` that no allowed pair reads.
 
     With ``axis=-1`` the rows are keys (or values): key ``j`` is unread when no
@@ -803,7 +803,7 @@ def attention_inputs(
     dtype: npt.DTypeLike | None = None,
     shapes: st.SearchStrategy[AttentionShapes] | None = None,
     regimes: Sequence[Regime] = ("well_conditioned",),
-    mask_styles: Sequence[MaskStyle] = MASK_STYLES,
+    mask_kinds: Sequence[MaskKind] = MASK_KINDS,
     mask_patterns: Sequence[MaskPattern] = MASK_PATTERNS,
     fully_masked_rows: bool = True,
     poison_unread: bool = False,
@@ -821,7 +821,7 @@ def attention_inputs(
     dtypes = _dtypes(dtype)
     shape_strategy = attention_shapes() if shapes is None else shapes
     chosen = _subset("regimes", regimes, REGIMES)
-    styles = _subset("mask_styles", mask_styles, MASK_STYLES)
+    kinds = _subset("mask_kinds", mask_kinds, MASK_KINDS)
     patterns = _subset("mask_patterns", mask_patterns, MASK_PATTERNS)
     for name, flag in (("fully_masked_rows", fully_masked_rows), ("poison_unread", poison_unread)):
         if not isinstance(flag, bool):
@@ -839,12 +839,12 @@ def attention_inputs(
         if not fully_masked_rows and s.tq > s.tk:
             usable = tuple(p for p in patterns if p != "causal_bottom_right") or ("random",)
         mask = draw(
-            masks(dt, s.mask, styles=styles, patterns=usable, fully_masked_rows=fully_masked_rows)
+            masks(dt, s.mask, kinds=kinds, patterns=usable, fully_masked_rows=fully_masked_rows)
         )
         if poison_unread and mask is not None:
-            q = draw(poisoned(q, unread_rows(mask, s.query[:-1], axis=-2)))
-            k = draw(poisoned(k, unread_rows(mask, s.keys[:-1], axis=-1)))
-            v = draw(poisoned(v, unread_rows(mask, s.values[:-1], axis=-1)))
+            q = draw(poisoned(q, unread_by_mask(mask, s.query[:-1], axis=-2)))
+            k = draw(poisoned(k, unread_by_mask(mask, s.keys[:-1], axis=-1)))
+            v = draw(poisoned(v, unread_by_mask(mask, s.values[:-1], axis=-1)))
         return AttentionInputs(q, k, v, mask, s)
 
     return draw_inputs()
@@ -869,7 +869,7 @@ def attention_calls(
     kinds: Sequence[ScoreKind] = SCORE_KINDS,
     shapes: st.SearchStrategy[AttentionShapes] | None = None,
     regimes: Sequence[Regime] = ("well_conditioned",),
-    mask_styles: Sequence[MaskStyle] = MASK_STYLES,
+    mask_kinds: Sequence[MaskKind] = MASK_KINDS,
     mask_patterns: Sequence[MaskPattern] = MASK_PATTERNS,
     fully_masked_rows: bool = True,
     poison_unread: bool = False,
@@ -896,7 +896,7 @@ def attention_calls(
                 dtype=dt,
                 shapes=st.just(s),
                 regimes=regimes,
-                mask_styles=mask_styles,
+                mask_kinds=mask_kinds,
                 mask_patterns=mask_patterns,
                 fully_masked_rows=fully_masked_rows,
                 poison_unread=poison_unread,
@@ -942,7 +942,7 @@ def sdpa_calls(
     dtype: npt.DTypeLike | None = None,
     shapes: st.SearchStrategy[AttentionShapes] | None = None,
     regimes: Sequence[Regime] = ("well_conditioned",),
-    mask_styles: Sequence[MaskStyle] = MASK_STYLES,
+    mask_kinds: Sequence[MaskKind] = MASK_KINDS,
     mask_patterns: Sequence[MaskPattern] = MASK_PATTERNS,
     fully_masked_rows: bool = True,
     gqa: bool | None = None,
@@ -958,7 +958,7 @@ def sdpa_calls(
     dtypes = _dtypes(dtype)
     shape_strategy = attention_shapes() if shapes is None else shapes
     chosen = _subset("regimes", regimes, REGIMES)
-    styles = _subset("mask_styles", mask_styles, MASK_STYLES)
+    kinds = _subset("mask_kinds", mask_kinds, MASK_KINDS)
     patterns = _subset("mask_patterns", mask_patterns, MASK_PATTERNS)
     heads = _int("max_heads", max_heads, minimum=1)
     if gqa is not None and not isinstance(gqa, bool):
@@ -992,7 +992,7 @@ def sdpa_calls(
         if not fully_masked_rows and s.tq > s.tk:
             usable = tuple(p for p in patterns if p != "causal_bottom_right") or ("random",)
         mask = draw(
-            masks(dt, s.mask, styles=styles, patterns=usable, fully_masked_rows=fully_masked_rows)
+            masks(dt, s.mask, kinds=kinds, patterns=usable, fully_masked_rows=fully_masked_rows)
         )
         alignment: CausalAlignment = draw(st.sampled_from(["top_left", "bottom_right"]))
         is_causal = draw(st.booleans())
