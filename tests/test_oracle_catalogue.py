@@ -1,7 +1,8 @@
 """The oracle is itself tested: broken implementations must fail the clause they break.
 
 Each entry of the catalogue is a plausible, realistic bug (most are bugs users
-have hit, FIELD-NOTES) planted in an otherwise sound PyTorch SDPA. The oracle
+have reported against real libraries, see the docs' conventions page) planted in
+an otherwise sound PyTorch SDPA. The oracle
 must fail exactly the clause the bug breaks; a wrong PASS there is the worst
 bug attnspec can have. The sound version itself must pass every clause, so a
 failure is the bug's doing.
