@@ -1504,7 +1504,9 @@ def _build_by_id(case_id: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Regenerate the vector files (``--check``: only compare them)."""
-    parser = argparse.ArgumentParser(prog="python -m attnref.vectors.golden", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m attnref.vectors.golden", description=main.__doc__
+    )
     parser.add_argument("--out", type=Path, default=VECTOR_DIR, help="directory of the JSON files")
     parser.add_argument("--check", action="store_true", help="fail if the files are stale")
     parser.add_argument("--workers", type=int, default=2, help="processes to compute with")
