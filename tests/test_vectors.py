@@ -1,9 +1,9 @@
 """The golden vectors: well-formed, fresh, complete, exact, and met by the NumPy reference.
 
-The expected values come from :mod:`attnref.vectors.exact` (mpmath) through
-:mod:`attnref.vectors.golden`; the tolerance rule is data in every file
-(:data:`attnref.vectors.golden.TOLERANCE`, with its reasons). Here the reference is
-held to that rule, and the rule itself is shown to reject what it must.
+The cases are the rows of :mod:`attnref.vectors.tables`; their expected values come from
+:mod:`attnref.vectors.exact` (mpmath) through :mod:`attnref.vectors.golden`; the tolerance
+rule is data in every file (:data:`attnref.vectors.golden.TOLERANCE`, with its reasons).
+Here the reference is held to that rule, and the rule itself is shown to reject what it must.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 import attnref
 import attnspec
-from attnref.vectors import exact, golden, precision
+from attnref.vectors import exact, golden, precision, tables
 from attnspec import clauses, errors, vectors
 from attnspec.typing import ScoreKind
 
@@ -123,6 +123,20 @@ def test_case_ids_are_unique() -> None:
     """Each case id appears once, so failures and `pytest -k` name one case."""
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
+
+
+def test_each_file_is_one_table() -> None:
+    """Each spec function has one case table, whose rows are its file's cases in order."""
+    every = list(tables.all_tables())
+    assert sorted(t.function for t in every) == sorted(attnspec.FUNCTIONS)
+    for table in every:
+        rows = [f"{table.function}/{row.name}" for row in table.rows]
+        assert rows == [c.id for c in vectors.load_cases(table.function)]
+
+
+def test_files_carry_the_generators_tolerance() -> None:
+    """Every case decodes to the generator's own rule, ``golden.TOLERANCE``."""
+    assert all(c.tolerance == golden.TOLERANCE for c in CASES)
 
 
 # --- coverage -----------------------------------------------------------------------------

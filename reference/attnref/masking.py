@@ -19,7 +19,7 @@ The patterns, for query row ``i`` and key ``j`` (0-based):
   the window), on the real part so that complex-step perturbations move no key.
 
 A boolean mask allows where it is ``True``; an additive mask where it is not
-``-inf`` (:func:`attnref._inputs.mask` validates and splits a mask once, at the
+``-inf`` (``attnref._inputs.mask`` validates and splits a mask once, at the
 public entry). :func:`allowed_positions` joins a mask's allowed set with the
 causal pattern.
 

@@ -31,7 +31,8 @@ import numpy.typing as npt
 
 import attnref
 from attnref.vectors import golden
-from attnref.vectors.golden import CaseSpec
+from attnref.vectors.golden import CasePlan
+from attnref.vectors.tables import InputDraw
 from attnspec import clauses, vectors
 from attnspec.errors import AttnSpecError
 
@@ -173,7 +174,7 @@ class _Sizes:
     """Random sizes and inputs for one random case."""
 
     def __init__(self, seed: str) -> None:
-        self.draw = golden.Draw(seed)
+        self.draw = InputDraw(seed)
 
     def size(self, low: int, high: int) -> int:
         return self.draw.integer(low, high)
@@ -184,7 +185,7 @@ class _Sizes:
         return m
 
 
-def _random_case(function: str, index: int) -> CaseSpec:
+def _random_case(function: str, index: int) -> CasePlan:
     r = _Sizes(f"precision/{function}/{index}")
     u = r.draw.uniform
     t_q, t_k, d, d_v, d_a = r.size(1, 4), r.size(1, 5), r.size(1, 4), r.size(1, 3), r.size(1, 3)
@@ -244,7 +245,7 @@ def _random_case(function: str, index: int) -> CaseSpec:
             "is_causal": bool(index % 2),
             "causal_alignment": "bottom_right" if index % 4 >= 2 else "top_left",
         }
-    return CaseSpec(f"{function}/random-{index}", FORMULA_CLAUSES[function], inputs, options)
+    return CasePlan(f"{function}/random-{index}", FORMULA_CLAUSES[function], inputs, options)
 
 
 def random_cases(per_function: int) -> Iterator[vectors.VectorCase]:
