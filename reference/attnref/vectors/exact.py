@@ -49,6 +49,9 @@ import numpy as np
 import numpy.typing as npt
 from mpmath import libmp
 
+from attnref.masking import causal_mask, local_window
+from attnspec.typing import CausalAlignment
+
 __all__ = [
     "FUNCTIONS",
     "PRECISIONS",
@@ -520,9 +523,8 @@ def local_m_distribution(
 ) -> VarArray:
     r"""Window softmax over :math:`|j - i| \le D` (``local.m-position``, ``local.window``)."""
     allowed, _, shape = _mask_parts(mask, scores.shape)
-    i = np.arange(shape[-2])[:, None]
-    j = np.arange(shape[-1])[None, :]
-    return _masked_softmax(scores, allowed & (np.abs(j - i) <= half_width), None)
+    window = local_window(shape[-2], shape[-1], half_width=half_width)
+    return _masked_softmax(scores, allowed & window, None)
 
 
 def local_p_position(
@@ -757,7 +759,7 @@ def scaled_dot_product_attention(
     *,
     mask: npt.NDArray[np.bool_] | VarArray | None = None,
     is_causal: bool = False,
-    causal_alignment: str = "top_left",
+    causal_alignment: CausalAlignment = "top_left",
     scale: float | None = None,
     enable_gqa: bool = False,
 ) -> tuple[VarArray, VarArray]:
@@ -771,11 +773,9 @@ def scaled_dot_product_attention(
     t_q, t_k = query.shape[-2], key.shape[-2]
     allowed, additive, full = _mask_parts(mask, (*batch, t_q, t_k))
     if is_causal:
-        i = np.arange(t_q)[:, None]
-        j = np.arange(t_k)[None, :]
-        # Note: top-left allows j <= i; bottom-right j <= i + Tk - Tq.
-        offset = 0 if causal_alignment == "top_left" else t_k - t_q
-        allowed = allowed & (j <= i + offset)
+        # Note: the pattern is index arithmetic, the same for the truth as for the
+        # reference; tests/test_reference.py checks it against explicit loops.
+        allowed = allowed & causal_mask(t_q, t_k, alignment=causal_alignment)
     batch = full[:-2]
     q, k = _expand(query, batch, 2), _expand(key, batch, 2)
     lam = default_scale(query.shape[-1]) if scale is None else scale
