@@ -56,7 +56,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the HTML docs with warnings as errors, then run their doctests."""
+    """Build the HTML docs with warnings as errors, check they load nothing remote, run doctests."""
     _install(session, "docs")
     shutil.rmtree("docs/_build", ignore_errors=True)
     for builder in ("html", "doctest"):
@@ -72,6 +72,17 @@ def docs(session: nox.Session) -> None:
             "docs",
             f"docs/_build/{builder}",
         )
+        if builder == "html":
+            # The pages just built load no script, stylesheet or font from another host,
+            # and their citation and glossary links land.
+            session.run(
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_docs_offline.py",
+                "tests/test_docs_links.py",
+                env={"ATTNSPEC_DOCS_HTML": "docs/_build/html"},
+            )
 
 
 @nox.session

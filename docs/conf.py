@@ -5,7 +5,8 @@ warning fails the build and every cross-reference must resolve. The local
 extensions in ``_ext/`` anchor and link the clause IDs (``clausedoc``), draw
 the figures from the code (``figures``), fail the build when a public object
 has no documentation (``apicheck``) and run docstring examples with their
-module's globals (``moduleglobals``).
+module's globals (``moduleglobals``), and link every citation of a paper to
+the references and the first use of a term to the glossary (``citations``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
+    # Serves MathJax from the built site (_static/mathjax) instead of a CDN, so that the
+    # formulas render offline; it sets mathjax_path. See tests/test_docs_offline.py.
+    "sphinx-mathjax-offline",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "apicheck",
+    "citations",
     "clausedoc",
     "figures",
     "moduleglobals",
@@ -80,8 +85,9 @@ napoleon_attr_annotations = False
 # mention. Keep this short.
 nitpick_ignore_regex = [
     # Private names (a leading underscore, such as the type variables of
-    # attnspec.clauses.specifies or the module attnref._checks) have no page of their own.
-    ("py:class", r"~?([\w.]+\.)?_\w+"),
+    # attnspec.clauses.specifies or the module attnref._checks) and what is in them
+    # (attnref._inputs.mask) have no page of their own.
+    ("py:(class|func|data)", r"~?([\w.]+\.)?_\w+(\.\w+)*"),
     ("py:mod", r"([\w.]+\.)?_\w+"),
     # Third-party packages.
     ("py:(class|mod)", r"(numpy|torch|hypothesis)(\.\w+)*"),

@@ -15,13 +15,14 @@ from attnref import cli
 from attnref.testing.gradcheck import setting
 
 STEPS = (
-    "scores",
-    "attention distribution",
-    "attention value",
-    "concatenation [a; s]",
-    "attentional hidden state",
-    "output distribution",
+    "1. attention scores",
+    "2. attention distribution",
+    "3. attention value",
+    "4. concatenation",
+    "5. attentional hidden state",
+    "6. output distribution",
 )
+"""The six steps of the attention value, in the tutorial's words."""
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -31,17 +32,37 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-def test_demo_prints_every_attention_step(capsys: pytest.CaptureFixture[str]) -> None:
-    """The demo shows the six steps on the tutorial's sentence and checks the twin."""
+def test_demo_replays_the_tutorials_running_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo walks the six steps of the tutorial's third decoder step, with its numbers."""
     status, out, err = run(capsys, "demo")
     assert status == 0, err
-    for step in STEPS:
-        assert f"\n{step} " in out, step
-    assert "I am a student" in out
-    for word in ("<eos>", "je", "suis", "étudiant"):
-        assert word in out
+    positions = [out.index(f"\n{step} ") for step in STEPS]
+    assert positions == sorted(positions)
+    assert "I am a student → je suis étudiant" in out
+    assert "has read 'suis'" in out
+    # The numbers printed on the tutorial's attention-value page.
+    for shown in (
+        "student 1.9500",
+        "student 0.8314",
+        "(-0.5092, -0.6842)",
+        "(-0.7654, -0.8925)",
+        "étudiant 0.9375",
+    ):
+        assert shown in out, shown
+    assert "predicts 'étudiant'" in out
+    assert "je ← I, suis ← am, étudiant ← student" in out
     if "torch is not installed" not in out:
         assert "attnref.torch agrees on all six steps" in out
+
+
+def test_demo_uses_the_numbers_of_the_tutorial() -> None:
+    """The demo's example is the one the docs' figures and hidden doctests check against."""
+    import attnref
+    from attnref.demo import running_example as example
+
+    _, weights = attnref.attention(example.S, example.H, example.H)
+    assert [example.SOURCE[int(j)] for j in weights.argmax(axis=-1)] == ["I", "am", "student"]
+    assert example.DECODER_INPUTS[example.STEP] == "suis"
 
 
 def test_no_subcommand_runs_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,16 +83,44 @@ def test_no_subcommand_runs_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen[0].target is None
 
 
+def _table(out: str) -> list[list[str]]:
+    """The rows of the gradient-flow table: N, then the numbers."""
+    return [
+        line.split()
+        for line in out.splitlines()
+        if line.split()[:1] != [] and line.split()[0].isdigit()
+    ]
+
+
 def test_gradient_flow_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """One row per length: N, the two gradient norms and their ratio."""
+    """One row per length: N, each gradient norm with its central difference, and the ratio."""
     status, out, err = run(capsys, "gradient-flow", "--lengths", "5", "10")
     assert status == 0, err
-    rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("5 ", "10")]
+    rows = _table(out)
     assert [row[0] for row in rows] == ["5", "10"]
-    for _, without, with_, ratio in rows:
+    for _, without, without_fd, with_, with_fd, ratio in rows:
         assert float(with_) / float(without) == pytest.approx(float(ratio), rel=1e-3)
+        # Above their noise, central differences agree with the complex step.
+        assert abs(float(without_fd) - float(without)) <= 1e-2 * float(without)
+        assert abs(float(with_fd) - float(with_)) <= 1e-6 * float(with_)
     assert "without attention" in out
     assert "with attention" in out
+    assert "central diff." in out
+
+
+def test_gradient_flow_stars_central_differences_lost_in_their_noise(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """At 20 words the distant gradient (1e-17) is below the noise: starred, and wrong."""
+    status, out, err = run(capsys, "gradient-flow", "--lengths", "5", "20", "--no-confirm")
+    assert status == 0, err
+    five, twenty = _table(out)
+    assert not five[2].endswith("*")
+    assert twenty[2].endswith("*")
+    complex_step, central = float(twenty[1]), float(twenty[2].rstrip("*"))
+    assert abs(central - complex_step) > 0.5 * complex_step
+    assert not twenty[4].endswith("*")
+    assert "rounding noise of central differences" in out
 
 
 def test_gradient_flow_json_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,6 +136,8 @@ def test_gradient_flow_json_to_stdout(capsys: pytest.CaptureFixture[str]) -> Non
             assert len(record["norms"]) == result["source_length"]
             assert len(record["autograd_norms"]) == result["source_length"]
             assert record["disagreement"] <= setting("autograd.rtol.float64")
+            assert len(record["central_difference_norms"]) == result["source_length"]
+            assert 0 < record["central_difference_noise"] < 1e-9
     assert document["model"]["recurrent_spectral_norm"] < 1
 
 

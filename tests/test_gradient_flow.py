@@ -132,6 +132,55 @@ def test_complex_step_is_confirmed_by_autograd(length: int, attention: bool) -> 
     assert all(n > 0 for n in flow.norms)
 
 
+@pytest.mark.parametrize("attention", [False, True], ids=["without-attention", "with-attention"])
+def test_central_differences_err_by_no_more_than_their_rounding_noise(attention: bool) -> None:
+    """At every position |‖fd‖ - ‖cs‖| <= 2 noise: central differences are right to their noise.
+
+    The complex-step norm is exact to rounding (confirmed above), so it serves as the truth;
+    the factor 2 covers the norm's triangle inequality over the word's d_in entries, whose
+    estimate already assumes each is off by the full eps |y| / h.
+    """
+    flow = gradient_flow(30, attention=attention, config=CONFIG, confirm=False, differences=True)
+    assert flow.difference_norms is not None
+    assert flow.difference_noise is not None
+    for j, (exact, central) in enumerate(zip(flow.norms, flow.difference_norms, strict=True)):
+        assert abs(central - exact) <= 2 * flow.difference_noise, f"word {j + 1}"
+
+
+def test_central_differences_agree_where_they_can_measure() -> None:
+    """Where the gradient is 1e4 times the noise or more, they agree to 1e-3 relative."""
+    flow = gradient_flow(30, attention=False, config=CONFIG, confirm=False, differences=True)
+    assert flow.difference_norms is not None
+    assert flow.difference_noise is not None
+    measurable = [
+        (exact, central)
+        for exact, central in zip(flow.norms, flow.difference_norms, strict=True)
+        if exact >= 1e4 * flow.difference_noise
+    ]
+    assert len(measurable) >= 5
+    for exact, central in measurable:
+        assert abs(central - exact) <= 1e-3 * exact
+
+
+def test_central_differences_cannot_see_a_gradient_below_their_noise() -> None:
+    """The distant words' gradients (down to 1e-24) are below the noise, and come out wrong.
+
+    The complex step still measures them, and they shrink word after word; central
+    differences give 0 or noise there, off by at least the gradient itself.
+    """
+    flow = gradient_flow(30, attention=False, config=CONFIG, confirm=False, differences=True)
+    assert flow.difference_norms is not None
+    assert flow.difference_noise is not None
+    lost = [
+        (exact, central)
+        for exact, central in zip(flow.norms, flow.difference_norms, strict=True)
+        if exact < flow.difference_noise / 100
+    ]
+    assert len(lost) >= 10
+    assert all(abs(central - exact) >= exact for exact, central in lost)
+    assert all(a < b for a, b in itertools.pairwise(exact for exact, _ in lost))
+
+
 def test_gradient_flow_rejects_an_empty_source() -> None:
     """A source has at least one word."""
     with pytest.raises(ValueError, match="source_length must be at least 1; got 0"):

@@ -30,6 +30,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 
 import attnref
+from attnref.demo.bottleneck import bottleneck, position_r2
 from attnref.demo.gradient_flow import gradient_flow
 from attnspec.typing import Array
 
@@ -130,6 +131,45 @@ def _encoder_decoder() -> Figure:
     return fig
 
 
+BOTTLENECK_WORDS = 20
+"""The sentence length whose words the right panel of the bottleneck figure shows."""
+
+
+@figure("bottleneck")
+def _bottleneck() -> Figure:
+    result = bottleneck()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    ax = axes[0]
+    ax.plot(result.lengths, result.attention, marker="o", color=BLUE, label="attention contexts")
+    ax.plot(result.lengths, result.fixed_state, marker="o", color=ORANGE, label="last state h_N")
+    ax.plot(
+        result.lengths,
+        result.bound,
+        linestyle=":",
+        color=GREY,
+        label="bound for any linear read-out of h_N",
+    )
+    ax.set_xlabel("source length N (words)")
+    ax.set_ylabel("share of the source recovered (R²)")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_title("the same 8 numbers for 1 word or 40", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    n = BOTTLENECK_WORDS
+    positions = np.arange(1, n + 1)
+    ax.bar(positions - 0.2, position_r2(n, attention=True), width=0.4, color=BLUE, label="a_t")
+    ax.bar(positions + 0.2, position_r2(n, attention=False), width=0.4, color=ORANGE, label="h_N")
+    ax.set_xlabel("source word j (1 = first)")
+    ax.set_ylabel("R² of word j")
+    ax.set_ylim(-0.02, 1.2)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_xticks(positions[::2])
+    ax.set_title(f"N = {n}: which words survive", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 # --- Q, K, V and the dot-product heatmap ------------------------------------------------------
 
 
@@ -150,6 +190,75 @@ def _lookup() -> Figure:
         for j, value in enumerate(w):
             ax.text(j, value + 0.03, f"{value:.2f}", ha="center", fontsize=8)
     axes[0].set_ylabel("weight of each value")
+    fig.tight_layout()
+    return fig
+
+
+def _box(
+    ax: Axes, x: float, y: float, text: str, color: str, width: float = 1.3, height: float = 0.6
+) -> None:
+    corner = (x - width / 2, y - height / 2)
+    ax.add_patch(Rectangle(corner, width, height, facecolor=color, edgecolor="black"))
+    ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+
+@figure("query-keys-values")
+def _query_keys_values() -> Figure:
+    context, weights = _weights()
+    t = toy.STEP
+    q = toy.S[t]
+    scores = attnref.score_dot(toy.S[t : t + 1], toy.H)[0]
+    alpha = weights[t]
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    ax.set_xlim(-1.0, 10.6)
+    ax.set_ylim(-0.9, 4.3)
+    ax.axis("off")
+    rows = [3.2 - 1.0 * j for j in range(len(toy.SOURCE))]
+    _box(ax, 0.0, 1.7, f"query s3\n({q[0]:+.1f}, {q[1]:+.1f})\nread 'suis'", "#fde3c8", 1.5, 0.85)
+    for label, x in (
+        ("key k_j", 2.6),
+        ("score q·k_j", 4.15),
+        ("weight α_j", 5.6),
+        ("value v_j", 7.3),
+    ):
+        ax.text(x, 4.05, label, ha="center", fontsize=9, fontweight="bold")
+    for j, (y, word) in enumerate(zip(rows, toy.SOURCE, strict=True)):
+        h = toy.H[j]
+        _arrow(ax, (0.75, 1.7), (1.95, y), color=GREY, linewidth=0.8)
+        _box(ax, 2.6, y, f"h{j + 1} {word}\n({h[0]:+.1f}, {h[1]:+.1f})", "#dbe9f6")
+        ax.text(4.15, y, f"{scores[j]:+.2f}", ha="center", va="center", fontsize=9)
+        ax.add_patch(
+            Rectangle((5.0, y - 0.2), 1.2 * alpha[j], 0.4, facecolor=BLUE, edgecolor="none")
+        )
+        ax.text(5.0 + 1.2 * alpha[j] + 0.08, y, f"{alpha[j]:.2f}", va="center", fontsize=8)
+        _box(ax, 7.3, y, f"h{j + 1}\n({h[0]:+.1f}, {h[1]:+.1f})", "#dbe9f6")
+        _arrow(
+            ax,
+            (7.95, y),
+            (8.75, 1.7),
+            color=BLUE,
+            linewidth=0.5 + 5 * alpha[j],
+            alpha=0.35 + 0.65 * alpha[j],
+        )
+    a = context[t]
+    _box(
+        ax,
+        9.55,
+        1.7,
+        f"attention value\na3 = Σ α_j v_j\n({a[0]:+.2f}, {a[1]:+.2f})",
+        "#fde3c8",
+        1.9,
+        0.85,
+    )
+    ax.text(
+        4.9,
+        -0.75,
+        "1. compare the query with every key   2. softmax: weights sum to 1   "
+        "3. weighted sum of the values",
+        ha="center",
+        fontsize=8,
+        color=GREY,
+    )
     fig.tight_layout()
     return fig
 
@@ -504,6 +613,56 @@ def _gradient_flow() -> Figure:
     ax.set_ylabel("‖∂ŷ_k / ∂x_1‖")
     ax.set_title("gradient reaching the first word", fontsize=10)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@figure("gradient-checks")
+def _gradient_checks() -> Figure:
+    n = 30
+    flow = gradient_flow(n, attention=False, confirm=True, differences=True)
+    assert flow.difference_norms is not None
+    assert flow.difference_noise is not None
+    assert flow.autograd_norms is not None
+    positions = np.arange(1, n + 1)
+    central = np.array(flow.difference_norms)
+    floor = 1e-26  # where a central difference of exactly 0 is drawn on the log axis
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.semilogy(positions, flow.norms, color=BLUE, label="complex step")
+    ax.semilogy(
+        positions,
+        flow.autograd_norms,
+        linestyle="none",
+        marker="x",
+        color="black",
+        markersize=5,
+        label="PyTorch autograd",
+    )
+    shown = np.where(central > 0, central, floor)
+    ax.semilogy(
+        positions,
+        shown,
+        linestyle="none",
+        marker="o",
+        markerfacecolor="none",
+        color=ORANGE,
+        label="central differences (0 drawn at the bottom)",
+    )
+    ax.axhline(flow.difference_noise, color=GREY, linestyle="--")
+    ax.text(
+        1,
+        flow.difference_noise * 3,
+        f"rounding noise of central differences ≈ {flow.difference_noise:.0e}",
+        fontsize=8,
+        color=GREY,
+    )
+    ax.set_ylim(floor / 3, 1)
+    ax.set_xlabel("source position j (1 = most distant)")
+    ax.set_ylabel("‖∂ŷ_k / ∂x_j‖")
+    ax.set_title(
+        f"N = {n}, without attention: three ways to measure the same gradient", fontsize=10
+    )
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -17,8 +17,9 @@ from typing import Any, TextIO
 import numpy as np
 
 import attnref
+from attnref.demo import running_example as example
 from attnref.demo.gradient_flow import GradientFlow, gradient_flow
-from attnref.demo.seq2seq import ModelConfig, encode, make_weights
+from attnref.demo.seq2seq import ModelConfig, make_weights
 from attnref.testing.gradcheck import gradient_error, setting
 from attnspec.typing import Array
 
@@ -26,12 +27,9 @@ __all__ = ["add_demo_parsers", "run_demo", "run_gradient_flow"]
 
 DEFAULT_LENGTHS = (5, 10, 20, 40)
 
-SOURCE = ("I", "am", "a", "student")
-"""The tutorial's source sentence (wikidocs 22893), one toy vector per word."""
-TARGET = ("<sos>", "je", "suis", "étudiant")
-"""Decoder inputs (teacher forcing); the demo attends at the third, ``suis``, as in the tutorial."""
-VOCABULARY = ("<eos>", "je", "suis", "étudiant", "I", "am")
-"""Toy target vocabulary of the output distribution."""
+NOISE_MARGIN = 100.0
+"""A central-difference value under this many times its rounding noise is starred: the
+noise is then at least 1 % of it, and below the noise the value measures nothing."""
 
 TWIN_RTOL = 1e-13
 """Largest normwise relative difference between attnref and attnref.torch on a demo step:
@@ -54,8 +52,13 @@ def add_demo_parsers(commands: Any, /) -> None:
     """Add the ``demo`` and ``gradient-flow`` subcommands to ``commands`` (argparse subparsers)."""
     commands.add_parser(
         "demo",
-        help="run the tutorial's attention steps on a toy sentence pair",
-        description="Run the attention steps of the tutorial with attnref and check the twin.",
+        help="replay the tutorial's running example, step by step",
+        description=(
+            "Replay the running example of the tutorial (I am a student -> je suis étudiant): "
+            "the six steps of the attention value at the decoder step that has read 'suis', "
+            "with the tutorial's numbers, computed by attnref and checked against its "
+            "PyTorch twin."
+        ),
     )
     flow = commands.add_parser(
         "gradient-flow",
@@ -92,66 +95,93 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def _format_row(values: Sequence[float], /) -> str:
-    return "  ".join(f"{v:+.4f}" for v in values)
+def _vector(values: Sequence[float], /) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
-def _demo_steps(module: Any, to: Any, weights: dict[str, Any], h: Any, s: Any) -> dict[str, Any]:
+def _by_word(words: Sequence[str], values: Sequence[float], /) -> str:
+    return "  ".join(f"{word} {v:.4f}" for word, v in zip(words, values, strict=True))
+
+
+def _demo_steps(module: Any, to: Any, h: Any, s: Any, W_c: Any, W_y: Any) -> dict[str, Any]:
     """The six steps with the functions of ``module`` (attnref or attnref.torch)."""
     scores = module.score_dot(s, h)  # [1, N]
     distribution = module.attention_distribution(scores)  # [1, N]
-    value = module.attention_value(distribution, h)  # [1, d_h]
-    concatenation = module.concatenate_context(value, s)  # [1, 2 d_h]
-    state = module.attentional_hidden_state(value, s, weights["W_c"], weights["b_c"])
-    output = module.output_distribution(state, weights["W_y"], weights["b_y"])  # [1, V]
+    value = module.attention_value(distribution, h)  # [1, d]
+    concatenation = module.concatenate_context(value, s)  # [1, 2 d]
+    state = module.attentional_hidden_state(value, s, W_c)  # [1, d]
+    output = module.output_distribution(state, W_y)  # [1, V]
     return {
         "scores": to(scores),
-        "attention distribution": to(distribution),
-        "attention value": to(value),
-        "concatenation [a; s]": to(concatenation),
-        "attentional hidden state": to(state),
-        "output distribution": to(output),
+        "distribution": to(distribution),
+        "value": to(value),
+        "concatenation": to(concatenation),
+        "hidden": to(state),
+        "output": to(output),
     }
 
 
-def run_demo(out: TextIO, err: TextIO, /) -> int:
-    """Run ``attnspec demo``, printing to ``out`` and ``err``; return the exit status."""
-    config = ModelConfig(seed=2015, input_size=4, hidden_size=4, vocabulary_size=len(VOCABULARY))
-    w = make_weights(config)
-    rng = np.random.default_rng(config.seed + 1)
-    x = rng.standard_normal((len(SOURCE), config.input_size))  # [N, d_in]
-    y = rng.standard_normal((len(TARGET), config.input_size))  # [T, d_in]
-    h = encode(x, w)  # [N, d_h]
-    # Decoder states with teacher forcing, from the encoder's last state.
-    s_prev = h[-1]  # [d_h]
-    states = []
-    for t in range(len(TARGET)):
-        s_prev = np.tanh(y[t] @ w.W_ys.T + s_prev @ w.W_ss.T + w.b_s)
-        states.append(s_prev)
-    step = 2  # the third decoder cell, whose input is "suis"
-    s = states[step][None, :]  # [1, d_h]
-    params: dict[str, Array] = {"W_c": w.W_c, "b_c": w.b_c, "W_y": w.W_y, "b_y": w.b_y}
-    steps = _demo_steps(attnref, np.asarray, params, h, s)
+STEP_LINES = (
+    ("1. attention scores", "e = s3ᵀ h_j", "scores"),
+    ("2. attention distribution", "α = softmax(e)", "distribution"),
+    ("3. attention value", "a3 = Σ α_j h_j", "value"),
+    ("4. concatenation", "[a3; s3]", "concatenation"),
+    ("5. attentional hidden state", "s̃3 = tanh(W_c [a3; s3])", "hidden"),
+    ("6. output distribution", "ŷ3 = softmax(W_y s̃3)", "output"),
+)
+"""Each step of the attention value as the tutorial names it, its formula, its key."""
 
+
+def run_demo(out: TextIO, err: TextIO, /) -> int:
+    """Run ``attnspec demo``, printing to ``out`` and ``err``; return the exit status.
+
+    It replays the running example of the tutorial (:mod:`attnref.demo.running_example`):
+    the six steps of the third decoder step, which has read *suis*, with the
+    tutorial's numbers, then checks that the PyTorch twin computes the same.
+    """
+    t = example.STEP
+    s = example.S[t : t + 1]  # [1, d]
+    steps = _demo_steps(attnref, np.asarray, example.H, s, example.W_c, example.W_y)
+    source, vocabulary = example.SOURCE, example.VOCABULARY
     print(
-        f"source: {' '.join(SOURCE)}    decoder input at step {step + 1}: {TARGET[step]!r}",
+        f"The tutorial's running example: {' '.join(source)} → {' '.join(example.DECODER_OUTPUTS)}",
         file=out,
     )
     print(
-        f"encoder states h_j and decoder state s_t have {config.hidden_size} features\n", file=out
+        f"Decoder step {t + 1} has read {example.DECODER_INPUTS[t]!r} and must predict the "
+        "next word.\n"
+        f"Query: its state s{t + 1} = {_vector(s[0])}.\n"
+        "Keys and values: the encoder states "
+        + ", ".join(f"h{j + 1} {word}" for j, word in enumerate(source))
+        + ".\n",
+        file=out,
     )
-    header = "  ".join(f"{word:>7}" for word in SOURCE)
-    print(f"{'':26}{header}", file=out)
-    for name in ("scores", "attention distribution"):
-        row = "  ".join(f"{v:7.4f}" for v in steps[name][0])
-        print(f"{name:26}{row}", file=out)
-    for name in ("attention value", "concatenation [a; s]", "attentional hidden state"):
-        print(f"{name:26}{_format_row(steps[name][0])}", file=out)
-    probabilities = steps["output distribution"][0]
-    pairs = "  ".join(f"{word} {p:.3f}" for word, p in zip(VOCABULARY, probabilities, strict=True))
-    print(f"{'output distribution':26}{pairs}", file=out)
-    best = int(np.argmax(probabilities))
-    print(f"{'':26}(untrained toy weights: most probable word {VOCABULARY[best]!r})\n", file=out)
+    width = max(len(name) for name, _, _ in STEP_LINES)
+    for name, formula, key in STEP_LINES:
+        row = steps[key][0]
+        if key in ("scores", "distribution"):
+            shown = _by_word(source, row)
+        elif key == "output":
+            shown = _by_word(vocabulary, row)
+        else:
+            shown = _vector(row)
+        print(f"{name:<{width}}  {formula}\n{'':<{width}}  {shown}", file=out)
+    alpha = steps["distribution"][0]
+    probabilities = steps["output"][0]
+    attended = int(np.argmax(alpha))
+    predicted = int(np.argmax(probabilities))
+    print(
+        f"\nThe decoder predicts {vocabulary[predicted]!r} "
+        f"(probability {probabilities[predicted]:.2f}), attending most to "
+        f"{source[attended]!r} (weight {alpha[attended]:.2f}).",
+        file=out,
+    )
+    _, weights = attnref.attention(example.S, example.H, example.H)
+    alignment = ", ".join(
+        f"{word} ← {source[int(np.argmax(row))]}"
+        for word, row in zip(example.DECODER_OUTPUTS, weights, strict=True)
+    )
+    print(f"Over the three steps the attention aligns {alignment}.\n", file=out)
 
     if not _torch_available():
         print("attnref.torch: skipped (torch is not installed)", file=out)
@@ -164,9 +194,15 @@ def run_demo(out: TextIO, err: TextIO, /) -> int:
     def tensor(a: Array) -> torch.Tensor:
         return torch.from_numpy(np.asarray(a, dtype=np.float64))
 
-    twin_params = {name: tensor(a) for name, a in params.items()}
-    twin_steps = _demo_steps(twin, lambda t: t.detach().numpy(), twin_params, tensor(h), tensor(s))
-    worst = max(gradient_error(steps[name], twin_steps[name]) for name in steps)
+    twin_steps = _demo_steps(
+        twin,
+        lambda x: x.detach().numpy(),
+        tensor(example.H),
+        tensor(s),
+        tensor(example.W_c),
+        tensor(example.W_y),
+    )
+    worst = max(gradient_error(steps[key], twin_steps[key]) for key in steps)
     if worst <= TWIN_RTOL:
         print(f"attnref.torch agrees on all six steps: relative difference {worst:.1e}", file=out)
         return 0
@@ -184,7 +220,21 @@ def _flow_record(flow: GradientFlow, /) -> dict[str, Any]:
         "norms": list(flow.norms),
         "autograd_norms": None if flow.autograd_norms is None else list(flow.autograd_norms),
         "disagreement": flow.disagreement,
+        "central_difference_norms": (
+            None if flow.difference_norms is None else list(flow.difference_norms)
+        ),
+        "central_difference_noise": flow.difference_noise,
     }
+
+
+def _difference_cell(flow: GradientFlow, /) -> str:
+    """The central-difference norm at ``x_1``, starred when it is within the noise."""
+    norms, noise = flow.difference_norms, flow.difference_noise
+    if norms is None or noise is None:
+        raise ValueError("the flow was computed without differences=True")
+    value = norms[0]
+    star = "*" if value < NOISE_MARGIN * noise else " "
+    return f"{value:.3e}{star}"
 
 
 def run_gradient_flow(args: argparse.Namespace, out: TextIO, err: TextIO, /) -> int:
@@ -194,8 +244,8 @@ def run_gradient_flow(args: argparse.Namespace, out: TextIO, err: TextIO, /) -> 
     lengths: list[int] = args.lengths
     pairs = [
         (
-            gradient_flow(n, attention=False, config=config, confirm=confirm),
-            gradient_flow(n, attention=True, config=config, confirm=confirm),
+            gradient_flow(n, attention=False, config=config, confirm=confirm, differences=True),
+            gradient_flow(n, attention=True, config=config, confirm=confirm, differences=True),
         )
         for n in lengths
     ]
@@ -208,7 +258,9 @@ def run_gradient_flow(args: argparse.Namespace, out: TextIO, err: TextIO, /) -> 
     document = {
         "model": {**vars(config), "recurrent_spectral_norm": rho},
         "output": f"probability of target word {config.target} at the first decoder step",
-        "method": "complex step" + (", confirmed by torch autograd" if confirm else ""),
+        "method": "complex step"
+        + (", confirmed by torch autograd" if confirm else "")
+        + "; central differences beside it",
         "results": [
             {
                 "source_length": n,
@@ -238,16 +290,31 @@ def run_gradient_flow(args: argparse.Namespace, out: TextIO, err: TextIO, /) -> 
             "Gradient of one decoder output with respect to the most distant source word x_1",
             file=out,
         )
-        print(f"(norm of d y_k / d x_1, complex step; ||W_hh||_2 = {rho:.3g})\n", file=out)
         print(
-            f"{'N':>5}  {'without attention':>18}  {'with attention':>15}  {'ratio':>10}", file=out
+            f"(norm of d y_k / d x_1 by complex step, and by central differences beside it; "
+            f"||W_hh||_2 = {rho:.3g})\n",
+            file=out,
+        )
+        print(
+            f"{'N':>5}  {'without attention':>18}  {'central diff.':>14}  "
+            f"{'with attention':>15}  {'central diff.':>14}  {'ratio':>10}",
+            file=out,
         )
         for n, (a, b) in zip(lengths, pairs, strict=True):
             ratio = b.most_distant / a.most_distant if a.most_distant > 0 else math.inf
             print(
-                f"{n:>5}  {a.most_distant:>18.3e}  {b.most_distant:>15.3e}  {ratio:>10.3e}",
+                f"{n:>5}  {a.most_distant:>18.3e}  {_difference_cell(a):>14}  "
+                f"{b.most_distant:>15.3e}  {_difference_cell(b):>14}  {ratio:>10.3e}",
                 file=out,
             )
+        noise = max(f.difference_noise or 0.0 for pair in pairs for f in pair)
+        print(
+            f"\n* within {NOISE_MARGIN:.0f} times the rounding noise of central differences "
+            f"(about {noise:.1e}):\n"
+            "  lost in it, not measured. The complex step has no such floor: it never\n"
+            "  subtracts two nearby values.",
+            file=out,
+        )
         if worst is not None:
             print(f"\ntorch autograd agrees: largest relative difference {worst:.1e}", file=out)
         elif not args.no_confirm:

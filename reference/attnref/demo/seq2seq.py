@@ -27,8 +27,11 @@ attention :math:`\|\partial \hat y_k / \partial x_1\|` is bounded by a
 constant times ``recurrent_norm ** (N - 1)``.
 
 Everything is complex-safe, so gradients are computed by complex step
-(exact to rounding); :mod:`attnref.demo.seq2seq_torch` computes the same model
-with :mod:`attnref.torch` and autograd, as an independent witness.
+(:func:`source_gradient`, exact to rounding); :mod:`attnref.demo.seq2seq_torch`
+computes the same model with :mod:`attnref.torch` and autograd, as an
+independent witness; :func:`central_difference_gradient` is the plain
+numerical derivative, which cannot see gradients below its rounding noise
+(:func:`central_difference_noise`, about :math:`10^{-11}` here).
 
 """
 
@@ -48,6 +51,8 @@ from attnspec.typing import Array
 __all__ = [
     "ModelConfig",
     "Seq2SeqWeights",
+    "central_difference_gradient",
+    "central_difference_noise",
     "decoder_output",
     "encode",
     "make_source",
@@ -196,3 +201,55 @@ def source_gradient(
     out = decoder_output(batch, weights, attention=attention, target=config.target)  # [N d_in]
     gradient: Array = (out.imag / h).reshape(n, d)  # [N, d_in]
     return gradient
+
+
+def central_difference_gradient(
+    source_length: int,
+    /,
+    *,
+    attention: bool,
+    config: ModelConfig = ModelConfig(),
+    sample: int = 0,
+) -> Array:
+    r"""``[N, d_in]`` gradient :math:`\partial \hat y_k / \partial x_j` by central differences.
+
+    :math:`(\hat y(x + h e_{jm}) - \hat y(x - h e_{jm})) / 2h` with the step
+    ``central_difference.step`` of :mod:`attnref.testing.gradcheck`
+    (:math:`h = \epsilon^{1/3}`, the source words being of unit scale), all
+    ``2 N d_in`` evaluations in one batch. Each entry carries rounding noise of
+    about :func:`central_difference_noise`; a derivative below it is not measured.
+    """
+    weights = make_weights(config)
+    x = make_source(source_length, config, sample=sample)  # [N, d_in]
+    h = setting("central_difference.step")
+    n, d = x.shape
+    basis = np.eye(n * d).reshape(n * d, n, d)  # [N d_in, N, d_in]
+    plus = decoder_output(x + h * basis, weights, attention=attention, target=config.target)
+    minus = decoder_output(x - h * basis, weights, attention=attention, target=config.target)
+    # Note: the difference of two rounded probabilities; this subtraction is where the
+    # rounding noise comes from, and what the complex step avoids.
+    gradient: Array = ((plus - minus) / (2 * h)).reshape(n, d)  # [N, d_in]
+    return gradient
+
+
+def central_difference_noise(
+    source_length: int,
+    /,
+    *,
+    attention: bool,
+    config: ModelConfig = ModelConfig(),
+    sample: int = 0,
+) -> float:
+    r"""The rounding noise of one word's :func:`central_difference_gradient`, in its norm.
+
+    Each of the two values :math:`\hat y(x \pm h e)` is rounded to within
+    about :math:`\epsilon |\hat y|`, so their difference divided by :math:`2h`
+    is off by up to about :math:`\epsilon |\hat y| / h` per entry, and
+    :math:`\sqrt{d_{in}}` times that in a word's norm (:math:`\epsilon` the
+    unit roundoff :math:`2^{-52}` of float64).
+    """
+    weights = make_weights(config)
+    x = make_source(source_length, config, sample=sample)  # [N, d_in]
+    y = abs(float(decoder_output(x, weights, attention=attention, target=config.target)))
+    eps = float(np.finfo(np.float64).eps)
+    return float(np.sqrt(config.input_size)) * eps * y / setting("central_difference.step")
