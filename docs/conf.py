@@ -6,7 +6,8 @@ extensions in ``_ext/`` anchor and link the clause IDs (``clausedoc``), draw
 the figures from the code (``figures``), fail the build when a public object
 has no documentation (``apicheck``) and run docstring examples with their
 module's globals (``moduleglobals``), and link every citation of a paper to
-the references and the first use of a term to the glossary (``citations``).
+the references and the first use of a term to the glossary (``citations``);
+``measured`` shows what ``attnspec check`` prints, run when the docs are built.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ extensions = [
     "citations",
     "clausedoc",
     "figures",
+    # measured: what `attnspec check` prints, run when the docs are built
+    "measured",
     "moduleglobals",
 ]
 

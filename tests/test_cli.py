@@ -80,7 +80,7 @@ def test_no_subcommand_runs_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     assert attnref.cli.main(["check"]) == 0
     assert vars(seen[0]) == vars(seen[1])
     assert seen[0].command == "check"
-    assert seen[0].target is None
+    assert seen[0].targets == []
 
 
 def _table(out: str) -> list[list[str]]:

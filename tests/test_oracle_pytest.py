@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +132,85 @@ def test_strict_option_fails_recommended_clauses(pytester: pytest.Pytester) -> N
     )
     result.stdout.fnmatch_lines(["*input.unread-nonfinite (recommended): *"])
     result.assert_outcomes(failed=1)
+
+
+def test_failure_shows_the_counterexample_and_a_command_that_replays_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """distribution.mask-polarity: the failure names its saved case and its replay command.
+
+    The case is saved in the attnspec cache ($ATTNSPEC_CACHE), not in the project, and
+    the printed command, run from the project, replays exactly that failure.
+    """
+    cache = pytester.path.parent / "cache"
+    monkeypatch.setenv("ATTNSPEC_CACHE", str(cache))
+    pytester.makepyfile(test_conformance=MODULE)
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(), "-p", "no:cacheprovider", "--attnspec-max-examples=15",
+        "-k", "bad and mask-polarity",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    saved = cache / "counterexamples" / "test_conformance_BAD" / "distribution.mask-polarity.npz"
+    assert saved.is_file()
+    result.stdout.fnmatch_lines([f"counterexample: {saved}", "reproduce: attnspec check *"])
+    command = next(line for line in result.outlines if line.startswith("reproduce: "))
+    assert command == (
+        "reproduce: attnspec check test_conformance:BAD --clause distribution.mask-polarity "
+        f"--replay {saved}"
+    )
+    replay = subprocess.run(
+        [str(Path(sys.executable).with_name("attnspec")), *command.split()[2:]],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert replay.returncode == 1, replay.stderr
+    assert replay.stdout.startswith("distribution.mask-polarity: failed")
+    written = {p.name for p in pytester.path.iterdir()}
+    assert not written & {"attnspec-counterexamples", ".hypothesis", "counterexamples"}
+
+
+def test_save_dir_option(pytester: pytest.Pytester) -> None:
+    """--attnspec-save-dir saves the counterexamples where asked."""
+    pytester.makepyfile(test_conformance=MODULE)
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(), "--attnspec-max-examples=15", "--attnspec-save-dir=saved",
+        "-k", "bad and mask-polarity",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    assert (pytester.path / "saved" / "test_conformance_BAD").is_dir()
+
+
+STALE_MODULE = """
+from attnref.oracle.adapters.torch import TorchSDPA
+from attnref.oracle.pytest_plugin import parametrize_with_checks
+import attnref.torch as twin
+
+
+def sdpa(q, k, v, **kw):
+    return twin.scaled_dot_product_attention(q, k, v, **kw)
+
+
+GOOD = TorchSDPA(sdpa, name="good", features=frozenset({"bool_mask", "weights"}))
+
+
+@parametrize_with_checks(GOOD, expected_failures={"sdpa.formula": "a stale entry"})
+def test_good(attnspec_check, attnspec_settings):
+    attnspec_check(attnspec_settings)
+"""
+
+
+def test_an_expected_failure_that_passes_leaves_a_note(pytester: pytest.Pytester) -> None:
+    """sdpa.formula listed but passing: the test passes and the run ends with a note."""
+    pytester.makepyfile(test_conformance=STALE_MODULE)
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(), "--attnspec-max-examples=5", "-k", "formula"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*attnspec notes*",
+            "test_conformance:GOOD/sdpa.formula: expected to fail (a stale entry), but passed*",
+        ]
+    )

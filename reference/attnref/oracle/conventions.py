@@ -9,6 +9,7 @@ everything else by the spec. An undeclared choice means the spec's default.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -16,6 +17,7 @@ from attnspec.errors import ArgumentError
 from attnspec.typing import CausalAlignment
 
 __all__ = [
+    "DECLARABLE",
     "FEATURES",
     "Accumulation",
     "Conventions",
@@ -23,6 +25,7 @@ __all__ = [
     "FullyMaskedRow",
     "Layout",
     "MaskPolarity",
+    "parse_declarations",
 ]
 
 FullyMaskedRow = Literal["zero", "uniform", "nan", "raises", "unsupported"]
@@ -169,3 +172,53 @@ class Conventions:
                 f"got {self.accumulation!r}"
             )
         return self.accumulation
+
+
+DECLARABLE: tuple[str, ...] = (
+    "fully_masked_row",
+    "causal_alignment",
+    "mask_polarity",
+    "layout",
+    "accumulation",
+)
+"""The fields of :meth:`Conventions.declare`: what ``--declare NAME=VALUE`` may name."""
+
+
+def parse_declarations(texts: Iterable[str], /) -> dict[str, str]:
+    """``NAME=VALUE`` items (``attnspec check --declare``) as ``{name: value}``, validated.
+
+    A name may be written with hyphens (``fully-masked-row``); each value is
+    checked as :meth:`Conventions.declare` checks it, and a name given twice
+    with two values is an error.
+
+    >>> parse_declarations(["fully-masked-row=nan", "layout=BTHD"])
+    {'fully_masked_row': 'nan', 'layout': 'BTHD'}
+
+    Raises
+    ------
+    ArgumentError
+        If an item is not ``NAME=VALUE``, names no convention, repeats one
+        with another value or gives a value outside its domain.
+    """
+    declared: dict[str, str] = {}
+    names = ", ".join(DECLARABLE)
+    for text in texts:
+        name, sep, value = text.partition("=")
+        name = name.strip().replace("-", "_")
+        value = value.strip()
+        if not sep or not value:
+            raise ArgumentError(
+                f"--declare must be NAME=VALUE with NAME one of {names}; got {text!r}"
+            )
+        if name not in DECLARABLE:
+            raise ArgumentError(f"--declare names a convention, one of {names}; got {name!r}")
+        if declared.get(name, value) != value:
+            raise ArgumentError(
+                f"--declare {name} given twice, as {declared[name]!r} and {value!r}"
+            )
+        try:
+            Conventions.declare(**{name: value})  # type: ignore[arg-type]  # validates it
+        except ArgumentError as error:
+            raise ArgumentError(f"--declare {error}") from None
+        declared[name] = value
+    return declared

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, assume, given, seed, settings
+from hypothesis.errors import Unsatisfiable
 
 from attnref.oracle.cases import cases
 from attnref.oracle.checks import Check, Measure, MismatchError, checks_for
@@ -85,6 +86,9 @@ def check_clause(
         if expected_failure is None:  # an expected failure is judged on its whole domain
             for shows in (departure_cases or {}).values():
                 assume(not shows(case))
+        supports = getattr(impl, "supports", None)  # declared shapes (targets.ShapeLimit)
+        if supports is not None:
+            assume(supports(case))
         tried += 1
         try:
             measure = _judge(check, impl, case)
@@ -96,6 +100,9 @@ def check_clause(
 
     try:
         probe()
+    except Unsatisfiable:
+        message = "no drawn case is within the shapes it declares it supports"
+        return ClauseResult(clause, check.id, "skipped", message=message)
     except Exception:
         # Hypothesis re-raises the shrunk MismatchError, or reports flakiness when
         # the same case passed on a re-run (a nondeterministic implementation,

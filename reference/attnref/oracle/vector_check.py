@@ -3,11 +3,16 @@
 The vectors (:mod:`attnspec.vectors`) hold exact answers, correctly rounded
 from an arbitrary-precision evaluation, with their own tolerance rule (a few
 ulps times each number's condition). This check runs the implementation on
-every vector case of its function that it can take (its dtype, features and
-declared conventions) and judges the outputs by that rule. Cases of bad
-calls are left out (the oracle demands no exception types of third
+every vector case of its function that it can take (its dtype, features,
+declared conventions and shapes) and judges the outputs by that rule. Cases
+of bad calls are left out (the oracle demands no exception types of third
 parties), and so are gradients: a vector's VJP is for cotangents on both the
 context and the weights, while implementations give the context's only.
+
+The vectors state rules for float64 and float32 only: their inputs are not
+representable in float16 or bfloat16, and rounding them would change the
+exact answers. An implementation in another dtype cannot be judged by them,
+which :func:`check_vectors` says with an error instead of a report of skips.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from attnref.oracle.conventions import Feature
 from attnref.oracle.expected import fully_masked_rows
 from attnref.oracle.protocol import Case, Implementation
 from attnref.oracle.report import ClauseResult, Report
-from attnspec import vectors
+from attnspec import clauses, vectors
+from attnspec.errors import ArgumentError
 
-__all__ = ["check_vectors"]
+__all__ = ["check_vectors", "judged_dtypes", "require_rules"]
 
 _SEQUENCE_NAMES = {
     "scaled_dot_product_attention": ("query", "key", "value"),
@@ -64,7 +70,7 @@ def _why_not(impl: Implementation, case: vectors.VectorCase) -> str | None:
     if case.raises is not None:
         return "a bad call"
     if impl.dtype not in case.dtypes:
-        return f"no {impl.dtype} rule"
+        return f"inputs not representable in {impl.dtype}"
     if any(np.iscomplexobj(a) for a in case.inputs.values()):
         return "complex inputs"
     missing = _needs(case) - impl.features
@@ -88,7 +94,33 @@ def _why_not(impl: Implementation, case: vectors.VectorCase) -> str | None:
             fixed = np.eye(*a.shape) if a.ndim == 2 else np.ones(a.shape)
             if not np.array_equal(a, fixed):
                 return f"a {name} the implementation fixes otherwise"
+    supports = getattr(impl, "supports", None)  # declared shapes (targets.ShapeLimit)
+    if supports is not None and not supports(_case(impl, case)[0]):
+        return "outside the shapes it declares it supports"
     return None
+
+
+def require_rules(impl: Implementation, /) -> None:
+    """Check that the vectors can judge ``impl``'s dtype.
+
+    Raises
+    ------
+    ArgumentError
+        If they have no tolerance rule for it (float16 and bfloat16).
+    """
+    judged = judged_dtypes(impl.function)
+    if impl.dtype not in judged:
+        raise ArgumentError(
+            f"the golden vectors have tolerance rules for {' and '.join(judged)} only, so they "
+            f"cannot judge a {impl.dtype} implementation; check it on drawn cases (without "
+            "--vectors)"
+        )
+
+
+def judged_dtypes(function: str, /) -> tuple[str, ...]:
+    """The dtypes the golden vectors of ``function`` have tolerance rules for."""
+    found = {d for case in vectors.load_cases(function) for d in case.tolerance}
+    return tuple(d for d in ("float64", "float32", "float16", "bfloat16") if d in found)
 
 
 def _case(impl: Implementation, case: vectors.VectorCase) -> tuple[Case, int]:
@@ -112,17 +144,34 @@ def check_vectors(
     *,
     expected_failures: Mapping[str, str] | None = None,
     target: str | None = None,
+    clauses_to_check: frozenset[str] | None = None,
 ) -> Report:
     """Run ``impl`` on every golden vector it can take; one record per clause exercised.
 
     ``expected_failures`` (``{clause: reason}``) turns those clauses' failures
-    into ``xfail``, as in :func:`~attnref.oracle.run.check_implementation`.
+    into ``xfail``, as in :func:`~attnref.oracle.run.check_implementation`;
+    ``clauses_to_check`` keeps only the vectors and records of those clauses.
+
+    Raises
+    ------
+    ArgumentError
+        If the vectors have no tolerance rule for ``impl``'s dtype (they
+        cannot judge it), a clause ID is unknown, or no vector of the clauses
+        asked for can be run on ``impl``.
     """
+    require_rules(impl)
+    known = set(clauses.ids())
+    for clause in sorted(clauses_to_check or ()):
+        if clause not in known:
+            raise ArgumentError(f"{clause!r} is not a clause ID of attnspec (see attnspec.clauses)")
+    expected = dict(expected_failures or {})
     start = time.perf_counter()
     tried: dict[str, int] = defaultdict(int)
     failures: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for vector in vectors.load_cases(impl.function):
+        if clauses_to_check is not None and not set(vector.clauses) & clauses_to_check:
+            continue
         reason = _why_not(impl, vector)
         if reason is not None:
             for clause in vector.clauses:
@@ -137,14 +186,23 @@ def check_vectors(
         verdict = _judge(impl, vector, case, original_rank)
         for clause in vector.clauses:
             tried[clause] += 1
-        # Note: a vector lists first the clause it was written for; a failure is
-        # that clause's, not that of every clause the case happens to touch.
+        if verdict is None:
+            continue
+        # Note: a vector lists first the clause it was written for, then every clause
+        # it also exercises. Its failure is evidence against each of them (it cannot
+        # tell which broke), so none of them may pass on it; but the failure of a
+        # vector written for an expected failure or a recommended clause (NaN poison:
+        # input.unread-nonfinite) is that known departure or finding, confined to its
+        # clause, as departure_cases confine a drawn one.
         primary = vector.clauses[0]
-        if verdict is not None and primary not in failures:
-            failures[primary] = f"{vector.id}: {verdict}"
-    expected = dict(expected_failures or {})
+        confined = primary in expected or clauses.get(primary).level == "recommended"
+        blamed = (primary,) if confined else vector.clauses
+        for clause in blamed:
+            failures.setdefault(clause, f"{vector.id}: {verdict}")
     results = []
     for clause in sorted(set(tried) | set(skipped)):
+        if clauses_to_check is not None and clause not in clauses_to_check:
+            continue
         if clause in failures and clause in expected:
             message = f"{failures[clause]} (expected: {expected[clause]})"
             results.append(
@@ -164,6 +222,14 @@ def check_vectors(
             )
         else:
             results.append(ClauseResult(clause, "vectors", "skipped", 0, 0.0, skipped[clause]))
+    if not any(r.status != "skipped" for r in results):
+        asked = "" if clauses_to_check is None else f" of {', '.join(sorted(clauses_to_check))}"
+        why = sorted(set(skipped.values()))[:3]
+        raise ArgumentError(
+            f"no golden vector{asked} can be run on {impl.name}"
+            + (f" ({'; '.join(why)})" if why else "")
+            + ", so they cannot judge it"
+        )
     return Report(
         target=target or impl.name,
         function=impl.function,
@@ -176,6 +242,7 @@ def check_vectors(
         max_examples=0,
         results=tuple(results),
         seconds=time.perf_counter() - start,
+        mode="vectors",
     )
 
 
