@@ -1,4 +1,13 @@
-"""Every clause of the spec is checked by a test, and every test cites real clauses.
+"""Every clause of the spec is checked by a test and by the oracle, and every test cites real
+clauses.
+
+The oracle rule
+---------------
+Every clause that binds every implementation has an oracle check
+(:func:`attnref.oracle.checks.clauses_checked`), so that any third-party
+implementation can be held to it; the clauses without one are exactly those the
+spec marks as statements about the reference alone (``scope="reference"``, each
+with its ``scope_reason``), and no marked clause has a check.
 
 The citation rule
 -----------------
@@ -31,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from attnref.oracle.checks import CHECKS, clauses_checked
 from attnspec import clauses
 
 TESTS = Path(__file__).parent
@@ -148,3 +158,48 @@ def test_the_citation_rule(case: str) -> None:
     """The extractor follows the rule of the module docstring, case by case."""
     docstring, expected = RULE_CASES[case]
     assert cited(docstring, KNOWN) == expected
+
+
+# Clauses of the kind "rule" the spec may mark as about the reference alone; every other
+# such mark is on an error ("raises") clause. A new entry needs a reviewer's eye: a rule
+# that says what an implementation computes must get an oracle check instead.
+REFERENCE_RULES = {
+    "input.float-dtype": "the oracle's precondition, and the reference's error for others",
+    "input.complex-extension": "an optional extension only the reference takes",
+}
+
+
+def test_every_clause_without_an_oracle_check_is_about_the_reference_alone() -> None:
+    """The clauses no oracle check enforces are those marked, with a reason, as reference-only."""
+    checked = clauses_checked()
+    unchecked = [c for c in clauses.all_clauses() if c.id not in checked]
+    unmarked = [c.id for c in unchecked if c.scope != "reference"]
+    assert not unmarked, f"clauses with no oracle check that bind every implementation: {unmarked}"
+    assert all(c.scope_reason.strip() for c in unchecked)
+    listed = ", ".join(c.id for c in unchecked)
+    assert {c.id for c in unchecked} == {c.id for c in clauses.in_scope("reference")}, listed
+
+
+def test_no_clause_about_the_reference_alone_has_an_oracle_check() -> None:
+    """A mark of the reference's scope is not a way to hide a check: no marked clause has one."""
+    checked = clauses_checked()
+    both = [c.id for c in clauses.in_scope("reference") if c.id in checked]
+    assert not both, f"marked as about the reference alone, yet checked by the oracle: {both}"
+
+
+def test_only_errors_and_reviewed_rules_are_about_the_reference_alone() -> None:
+    """Every reference-only clause is an error to raise, or one of the rules reviewed here."""
+    odd = [
+        c.id
+        for c in clauses.in_scope("reference")
+        if c.kind != "raises" and c.id not in REFERENCE_RULES
+    ]
+    assert not odd, f"rules marked as about the reference alone without review: {odd}"
+    assert set(REFERENCE_RULES) <= {c.id for c in clauses.in_scope("reference")}
+
+
+def test_every_oracle_check_cites_a_clause_that_binds_implementations() -> None:
+    """Each check of the catalogue enforces a registered clause of every implementation."""
+    for clause_id in clauses_checked():
+        assert clauses.get(clause_id).scope == "implementations", clause_id
+    assert {c.function for c in CHECKS} >= {"scaled_dot_product_attention", "attention"}

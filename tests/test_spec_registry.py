@@ -161,3 +161,43 @@ def test_importing_the_spec_loads_no_reference_module() -> None:
         [sys.executable, "-c", code], check=False, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_clause_has_a_scope_and_reference_ones_a_reason() -> None:
+    """Each clause binds every implementation or the reference alone; the latter says why."""
+    for clause in clauses.all_clauses():
+        assert clause.scope in get_args(clauses.Scope), clause.id
+        if clause.scope == "reference":
+            assert clause.scope_reason.strip(), clause.id
+        else:
+            assert not clause.scope_reason, clause.id
+    every = tuple(clauses.all_clauses())
+    for scope in get_args(clauses.Scope):
+        assert clauses.in_scope(scope) == tuple(c for c in every if c.scope == scope)
+    assert "input.finite" in {c.id for c in clauses.in_scope("reference")}
+    with pytest.raises(ValueError, match="scope must be one of implementations, reference"):
+        clauses.in_scope("kernels")  # type: ignore[arg-type]
+
+
+def test_reference_clause_without_a_scope_reason_is_refused() -> None:
+    """A statement about the reference alone must say why it binds no other implementation."""
+    with pytest.raises(ValueError, match="about the reference alone and needs a scope_reason"):
+        clauses.declare(clauses.Clause("input.unscoped", "text", "raises", scope="reference"))
+    with pytest.raises(ValueError, match="binds every implementation and has a scope_reason"):
+        clauses.declare(clauses.Clause("input.unscoped", "text", scope_reason="why"))
+    with pytest.raises(ValueError, match="scope must be one of"):
+        clauses.declare(clauses.Clause("input.unscoped", "text", scope="kernels"))  # type: ignore[arg-type]
+    assert "input.unscoped" not in clauses.ids()
+
+
+@pytest.mark.parametrize("name", attnspec.FUNCTIONS)
+def test_stub_docstrings_mark_clauses_about_the_reference_alone(name: str) -> None:
+    """A reference-only clause's line reads ``(reference only)`` and gives why; others do not."""
+    doc = inspect.getdoc(getattr(attnspec, name)) or ""
+    for clause in clauses.for_function(name):
+        line = next(x for x in doc.splitlines() if x.startswith(f"- ``{clause.id}`` — "))
+        if clause.scope == "reference":
+            assert line.startswith(f"- ``{clause.id}`` — (reference only) "), line
+            assert " ".join(clause.scope_reason.split()) in line, line
+        else:
+            assert "(reference only)" not in line, line

@@ -15,13 +15,17 @@ Docstrings
     The stubs' generated *Clauses*, *Special cases* and *Errors* sections list
     ``- ``<id>`` — statement`` lines (:func:`attnspec.clauses.specifies`; a
     recommended clause's statement starts with ``(recommended)`` and ends with
-    its reason, :meth:`attnspec.clauses.Clause.text`); on the stub's own page
+    its reason, one about the reference alone starts with ``(reference only)``
+    and says why, :meth:`attnspec.clauses.Clause.text`); on the stub's own page
     each such ID becomes the clause's anchor. Anywhere else in an autodoc
     docstring, a literal that is exactly a clause ID becomes a link.
 
-Levels
+Levels and scopes
     Wherever a clause is listed, a recommended (SHOULD) clause is marked as such
-    and followed by its reason; a clause with no mark is required (MUST).
+    and followed by its reason; a clause with no mark is required (MUST). A
+    clause about the reference alone (:data:`attnspec.clauses.Scope`) is marked
+    *reference only* and followed by why; an unmarked one binds every
+    implementation.
 
 Checks
     When the build has read every page, each clause of the registry must have
@@ -69,10 +73,18 @@ def statement(clause: clauses.Clause) -> str:
 
 
 def reason(clause: clauses.Clause) -> str:
-    """`` *Recommended, not required:* <reason>`` for a recommended clause, else nothing."""
-    if clause.level == "required":
-        return ""
-    return f" *Recommended, not required:* {' '.join(clause.reason.split())}"
+    """The notes after a statement: why it binds the reference alone, why it is recommended.
+
+    `` *About the reference alone:* <scope_reason>`` for a clause about the reference
+    alone, then `` *Recommended, not required:* <reason>`` for a recommended clause;
+    nothing for a required clause that binds every implementation.
+    """
+    notes = ""
+    if clause.scope == "reference":
+        notes += f" *About the reference alone:* {' '.join(clause.scope_reason.split())}"
+    if clause.level == "recommended":
+        notes += f" *Recommended, not required:* {' '.join(clause.reason.split())}"
+    return notes
 
 
 def _plain(text: str) -> str:
@@ -171,7 +183,8 @@ class ClauseListDirective(SphinxDirective):
             return []
         lines = [
             f"- :clause-anchor:`{c.id}` ({_KIND_TITLES[c.kind]}"
-            f"{', recommended' if c.level == 'recommended' else ''}) — "
+            f"{', recommended' if c.level == 'recommended' else ''}"
+            f"{', reference only' if c.scope == 'reference' else ''}) — "
             f"{_linked(statement(c) + reason(c))}"
             for c in selected
         ]
@@ -195,7 +208,10 @@ class ClauseIndexDirective(SphinxDirective):
             f"{counts['rule']} rules, {counts['special-case']} special cases and "
             f"{counts['raises']} errors to raise. {len(every) - len(recommended)} are "
             f"required (MUST) and {len(recommended)} recommended (SHOULD): "
-            f"{', '.join(f':clause:`{c.id}`' for c in recommended)}.",
+            f"{', '.join(f':clause:`{c.id}`' for c in recommended)}. "
+            f"{len(clauses.in_scope('reference'))} are statements about the reference alone "
+            "(marked *reference only*), chiefly the errors of its Python API; the oracle checks "
+            "every other clause on any implementation.",
             "",
         ]
         for area, members in areas.items():
@@ -221,6 +237,8 @@ class ClauseIndexDirective(SphinxDirective):
                     if c.area == "input"
                     else f"every {c.area} function"
                 )
+                if c.scope == "reference":
+                    governs += ", in the reference only"
                 lines += [
                     f"   * - :clause:`{c.id}`",
                     f"     - {_KIND_TITLES[c.kind]}",

@@ -18,6 +18,16 @@ Requirement levels
     violation gives no wrong result on ordinary inputs; anything that does is
     required.
 
+Scope
+    Each clause has a :data:`Scope`: most bind *every implementation* (the
+    reference, its twin and any third-party kernel, which the oracle checks),
+    while a few are statements about *the reference alone*, chiefly the
+    :mod:`attnspec.errors` types its Python API raises for bad arguments: a
+    third-party kernel raises its own framework's errors, and the oracle
+    hands it only valid arguments. A clause of the reference's scope always
+    carries its ``scope_reason``; the reference's own tests check it, and it
+    is the only kind of clause the oracle may leave without a check.
+
 >>> from attnspec import clauses
 >>> clauses.get("distribution.sums-to-one").function
 'attention_distribution'
@@ -27,6 +37,8 @@ True
 'required'
 >>> [c.id for c in clauses.at_level("recommended")]
 ['input.unread-nonfinite', 'value.zero-weight-unread']
+>>> clauses.get("input.finite").scope, clauses.get("input.not-mutated").scope
+('reference', 'implementations')
 """
 
 from __future__ import annotations
@@ -41,15 +53,18 @@ from typing import Literal, ParamSpec, TypeVar, get_args
 from attnspec.errors import SpecificationStubError
 
 __all__ = [
+    "REFERENCE_ERRORS",
     "Clause",
     "ClauseKind",
     "Level",
+    "Scope",
     "all_clauses",
     "at_level",
     "declare",
     "for_function",
     "get",
     "ids",
+    "in_scope",
     "specifies",
 ]
 
@@ -58,6 +73,17 @@ ClauseKind = Literal["rule", "special-case", "raises"]
 
 Level = Literal["required", "recommended"]
 """How binding a clause is (RFC 2119): ``required`` is a MUST, ``recommended`` a SHOULD."""
+
+Scope = Literal["implementations", "reference"]
+"""Whom a clause binds: every implementation (the default), or the reference alone (the
+error types of its Python API, an extension only it takes)."""
+
+REFERENCE_ERRORS = (
+    "It names the :mod:`attnspec.errors` type that the reference's Python API raises for an "
+    "invalid argument: a third-party kernel raises its own framework's errors, and the oracle "
+    "hands it valid arguments only."
+)
+"""The ``scope_reason`` of the clauses that state the reference's errors for bad arguments."""
 
 _ID_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+")
 
@@ -89,6 +115,13 @@ class Clause:
     reason
         Why a recommended clause is a SHOULD and not a MUST, in one sentence;
         empty for a required clause.
+    scope
+        ``"implementations"`` (every implementation, checked by the oracle)
+        or ``"reference"`` (a statement about the reference alone, checked by
+        its own tests).
+    scope_reason
+        Why a clause binds the reference alone, in one sentence; empty for a
+        clause that binds every implementation.
     """
 
     id: str
@@ -97,6 +130,8 @@ class Clause:
     function: str | None = None
     level: Level = "required"
     reason: str = ""
+    scope: Scope = "implementations"
+    scope_reason: str = ""
 
     @property
     def area(self) -> str:
@@ -104,26 +139,38 @@ class Clause:
         return self.id.split(".", 1)[0]
 
     def text(self) -> str:
-        """The statement on one line, a recommended clause marked and followed by its reason.
+        """The statement on one line, marked and followed by the reasons of its level and scope.
+
+        A recommended clause starts ``(recommended)`` and ends with its reason; a
+        clause about the reference alone starts ``(reference only)`` and says why
+        after the statement.
 
         >>> from attnspec import clauses
         >>> clauses.get("input.not-mutated").text()
         'No function modifies any of its arguments.'
         >>> clauses.get("input.unread-nonfinite").text().startswith("(recommended) NaN")
         True
+        >>> clauses.get("input.finite").text().startswith("(reference only) A NaN")
+        True
         """
-        body = " ".join(self.statement.split())
-        if self.level == "required":
-            return body
-        return f"(recommended) {body} *Recommended, not required:* {' '.join(self.reason.split())}"
+        marks = []
+        notes = []
+        if self.scope == "reference":
+            marks.append("(reference only)")
+            notes.append(f"*About the reference alone:* {' '.join(self.scope_reason.split())}")
+        if self.level == "recommended":
+            marks.insert(0, "(recommended)")
+            notes.append(f"*Recommended, not required:* {' '.join(self.reason.split())}")
+        return " ".join([*marks, " ".join(self.statement.split()), *notes])
 
 
 def declare(*clauses: Clause) -> tuple[Clause, ...]:
     """Add clauses to the registry.
 
-    An ID already there or malformed, an unknown level, a recommended clause
-    without a reason or a required one with a reason is a programming error
-    (:class:`ValueError`).
+    An ID already there or malformed, an unknown level or scope, a recommended
+    clause without a reason or a required one with a reason, a clause about the
+    reference alone without a ``scope_reason`` or one binding every
+    implementation with one is a programming error (:class:`ValueError`).
     """
     for item in clauses:
         if not _ID_PATTERN.fullmatch(item.id):
@@ -144,6 +191,21 @@ def declare(*clauses: Clause) -> tuple[Clause, ...]:
             raise ValueError(
                 f"clause {item.id!r} is required and has a reason; a reason says why a "
                 "clause is only recommended"
+            )
+        if item.scope not in get_args(Scope):
+            raise ValueError(
+                f"clause {item.id!r}: scope must be one of {', '.join(get_args(Scope))}; "
+                f"got {item.scope!r}"
+            )
+        if item.scope == "reference" and not item.scope_reason.strip():
+            raise ValueError(
+                f"clause {item.id!r} is about the reference alone and needs a scope_reason: "
+                "say why it binds no other implementation"
+            )
+        if item.scope == "implementations" and item.scope_reason.strip():
+            raise ValueError(
+                f"clause {item.id!r} binds every implementation and has a scope_reason; a "
+                "scope_reason says why a clause binds the reference alone"
             )
         if item.id in _REGISTRY:
             raise ValueError(f"clause id {item.id!r} is declared twice")
@@ -188,6 +250,13 @@ def at_level(level: Level, /) -> tuple[Clause, ...]:
     return tuple(c for c in _REGISTRY.values() if c.level == level)
 
 
+def in_scope(scope: Scope, /) -> tuple[Clause, ...]:
+    """The clauses of one scope (``"implementations"`` or ``"reference"``), in declaration order."""
+    if scope not in get_args(Scope):
+        raise ValueError(f"scope must be one of {', '.join(get_args(Scope))}; got {scope!r}")
+    return tuple(c for c in _REGISTRY.values() if c.scope == scope)
+
+
 _SECTION_TITLES: dict[ClauseKind, str] = {
     "rule": "Clauses",
     "special-case": "Special cases",
@@ -199,8 +268,8 @@ def _render(clauses: tuple[Clause, ...]) -> str:
     """Docstring sections listing the clauses with their IDs, one section per kind.
 
     Each line is ``- ``<id>`` — <text>`` (:meth:`Clause.text`: a recommended
-    clause is marked and gives its reason); ``docs/_ext/clausedoc.py`` parses
-    that prefix.
+    clause, or one about the reference alone, is marked and gives its reason);
+    ``docs/_ext/clausedoc.py`` parses that prefix.
     """
     parts: list[str] = []
     for kind, title in _SECTION_TITLES.items():

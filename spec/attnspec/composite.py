@@ -11,7 +11,7 @@ can be checked.
 
 from __future__ import annotations
 
-from attnspec.clauses import Clause, specifies
+from attnspec.clauses import REFERENCE_ERRORS, Clause, specifies
 from attnspec.typing import Array, CausalAlignment, Mask, Scale, ScoreKind
 
 __all__ = ["attention", "scaled_dot_product_attention"]
@@ -32,6 +32,12 @@ __all__ = ["attention", "scaled_dot_product_attention"]
         "``additive`` ``W_q``, ``W_k`` and ``v_a``; ``location`` ``W_a``. A missing or an "
         "extra parameter, or an unknown kind, raises :class:`~attnspec.errors.ArgumentError`.",
         "raises",
+        scope="reference",
+        scope_reason=(
+            f"{REFERENCE_ERRORS} Which keyword carries which score parameter is that API as "
+            "well: a third-party implementation of one score form declares it as a "
+            "``ScoreForm`` and is given exactly its parameters."
+        ),
     ),
 )
 def attention(
@@ -137,12 +143,20 @@ def attention(
         r":math:`H_k`, or key and value head counts that differ, raises "
         ":class:`~attnspec.errors.ShapeError`.",
         "raises",
+        scope="reference",
+        scope_reason=REFERENCE_ERRORS,
     ),
     Clause(
         "sdpa.causal-alignment-known",
         "``causal_alignment`` is ``'top_left'`` or ``'bottom_right'``; another value raises "
         ":class:`~attnspec.errors.ArgumentError` even when ``is_causal`` is ``False``.",
         "raises",
+        scope="reference",
+        scope_reason=(
+            "``causal_alignment`` is an argument of the reference alone: a third-party kernel "
+            "declares its alignment as a convention (``attnref.oracle.conventions``), and the "
+            "error for an unknown value is the reference's Python API."
+        ),
     ),
 )
 def scaled_dot_product_attention(

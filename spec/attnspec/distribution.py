@@ -33,7 +33,7 @@ Local attention, pinned
 
 from __future__ import annotations
 
-from attnspec.clauses import Clause, specifies
+from attnspec.clauses import REFERENCE_ERRORS, Clause, specifies
 from attnspec.typing import Array, BoolArray, Mask
 
 __all__ = [
@@ -104,6 +104,8 @@ __all__ = [
         ":class:`~attnspec.errors.ShapeError`; a mask that is neither boolean nor real "
         "floating raises :class:`~attnspec.errors.DTypeError`.",
         "raises",
+        scope="reference",
+        scope_reason=REFERENCE_ERRORS,
     ),
 )
 def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Array:
@@ -168,12 +170,16 @@ def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Arr
         ":class:`~attnspec.errors.ArgumentError` (wrong value) or "
         ":class:`~attnspec.errors.DTypeError` (wrong type).",
         "raises",
+        scope="reference",
+        scope_reason=REFERENCE_ERRORS,
     ),
     Clause(
         "local.boolean-mask",
         "The mask of the local distributions is boolean; a floating mask raises "
         ":class:`~attnspec.errors.DTypeError`.",
         "raises",
+        scope="reference",
+        scope_reason=REFERENCE_ERRORS,
     ),
 )
 def local_m_distribution(

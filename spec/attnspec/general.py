@@ -15,7 +15,7 @@ Positions that are *read*
 
 from __future__ import annotations
 
-from attnspec.clauses import Clause, declare
+from attnspec.clauses import REFERENCE_ERRORS, Clause, declare
 
 __all__: list[str] = []
 
@@ -25,6 +25,13 @@ declare(
         "Array arguments other than masks have a real floating dtype (float16, float32 or "
         "float64; an implementation may add others such as bfloat16). A boolean, integer or "
         "object array raises :class:`~attnspec.errors.DTypeError`.",
+        scope="reference",
+        scope_reason=(
+            "The oracle hands every implementation floating arrays of the one dtype it "
+            "declares, so the first sentence is the oracle's precondition rather than a "
+            "property to check, and the second names the reference's error for other arrays "
+            "(a third-party kernel raises its own framework's errors)."
+        ),
     ),
     Clause(
         "input.complex-extension",
@@ -34,6 +41,12 @@ declare(
         "real part), so that complex-step differentiation "
         ":math:`f'(x) = \\operatorname{Im} f(x + ih) / h` is exact to rounding. The NumPy "
         "reference does; masks and scales stay real.",
+        scope="reference",
+        scope_reason=(
+            "Complex arguments are an optional extension, which the reference takes so that "
+            "its derivatives can be checked by complex steps (``tests/test_gradcheck.py``); no "
+            "other implementation has to accept them, and the oracle's cases are real."
+        ),
     ),
     Clause(
         "input.result-dtype",
@@ -50,6 +63,8 @@ declare(
         "column vectors as in the papers (:math:`W x`). Any other rank raises "
         ":class:`~attnspec.errors.ShapeError`.",
         "raises",
+        scope="reference",
+        scope_reason=REFERENCE_ERRORS,
     ),
     Clause(
         "input.batch-broadcast",
@@ -63,6 +78,8 @@ declare(
         "equal (for example ``d_k`` of ``keys`` and of ``W_a``); a mismatch raises "
         ":class:`~attnspec.errors.ShapeError` naming both arguments and both sizes.",
         "raises",
+        scope="reference",
+        scope_reason=REFERENCE_ERRORS,
     ),
     Clause(
         "input.nonempty",
@@ -70,6 +87,11 @@ declare(
         "raises :class:`~attnspec.errors.ShapeError`. An empty query axis (``Tq = 0``) or "
         "batch axis is allowed and gives an empty result.",
         "raises",
+        scope="reference",
+        scope_reason=(
+            f"{REFERENCE_ERRORS} The empty query axis it allows is part of that API too: the "
+            "oracle draws at least one query row."
+        ),
     ),
     Clause(
         "input.finite",
@@ -78,6 +100,12 @@ declare(
         "meaning is :math:`-\\infty`, in an additive mask or a score, where it marks the "
         "position as not allowed.",
         "raises",
+        scope="reference",
+        scope_reason=(
+            f"{REFERENCE_ERRORS} A kernel need not validate what it reads (NaN there gives "
+            "NaN in every library); the oracle places non-finite values only where they are "
+            "not read (``input.unread-nonfinite``)."
+        ),
     ),
     Clause(
         "input.unread-positions",
@@ -107,6 +135,11 @@ declare(
         "raises :class:`~attnspec.errors.ArgumentError`, a value of another type "
         ":class:`~attnspec.errors.DTypeError`.",
         "raises",
+        scope="reference",
+        scope_reason=(
+            f"{REFERENCE_ERRORS} The legal range it states, zero and negative scales "
+            "included, is checked on every implementation by ``score.scale-applied``."
+        ),
     ),
     Clause(
         "input.gradient",

@@ -11,6 +11,7 @@ and the truth see the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -20,12 +21,30 @@ from hypothesis import strategies as st
 
 from attnref.oracle.protocol import Case, Float64Array, Implementation
 from attnref.oracle.rounding import round_to
+from attnref.oracle.tolerance import unit_roundoff
 
-__all__ = ["Draw", "MaskStyle", "ScaleStyle", "Sizes", "ValueStyle", "cases"]
+__all__ = [
+    "Draw",
+    "MaskStyle",
+    "PositionStyle",
+    "ScaleStyle",
+    "Sizes",
+    "ValueStyle",
+    "cases",
+    "position_margin",
+]
 
-ValueStyle = Literal["normal", "large_logits", "ties", "near_ties"]
+ValueStyle = Literal["normal", "large_logits", "ties", "near_ties", "shifted"]
 """How the values of a case are drawn: standard normal; scaled so the scores reach far past
-exp()'s overflow; keys (and values) all equal; or equal up to a relative 1e-6."""
+exp()'s overflow; keys (and values) all equal; or equal up to a relative 1e-6; for the
+steps also ``shifted``: normal scores plus a large constant per row."""
+
+PositionStyle = Literal["grid", "off_grid", "edges"]
+"""How local-p's positions are drawn: multiples of 1/8 and integers, so that some keys sit
+exactly on the window's edge ``|j - p| = D``; reals at least :func:`position_margin` away from
+every integer (the only positions with a key on an edge), so that no key is on an edge;
+or the ends of the source and beyond (0, Tk - 1, just outside and far outside, which
+narrow or empty the window)."""
 
 MaskStyle = Literal[
     "none", "bool", "additive", "key_padding", "fully_masked", "poison", "nan_poison"
@@ -99,6 +118,8 @@ class Draw:
     excludes it (``False``); masks and scales are drawn from the styles
     listed that the implementation offers. Hypothesis shrinks a failure
     towards the first style of each tuple, features off and small sizes.
+    ``positions`` are the styles of local-p's positions, mixed element by
+    element; ``unequal_lengths`` draws ``Tq != Tk`` only (local-m).
     """
 
     values: tuple[ValueStyle, ...] = ("normal",)
@@ -107,6 +128,8 @@ class Draw:
     causal: bool | None = None
     gqa: bool | None = None
     long: bool = True
+    positions: tuple[PositionStyle, ...] = ("grid", "off_grid", "edges")
+    unequal_lengths: bool = False
 
 
 @dataclass(frozen=True)
@@ -415,4 +438,404 @@ def _score_parameters(
 
 def cases(impl: Implementation, spec: Draw, /) -> st.SearchStrategy[Case]:
     """Cases of ``impl``'s function drawn as ``spec`` describes."""
+    if impl.function in _STEP_CASES:
+        return _STEP_CASES[impl.function](impl, spec)
     return _case(impl, spec)
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+_FAR: dict[str, float] = {
+    # How far past the source a "far" local-p position may lie: finite in the dtype with
+    # room to spare (float16's largest number is 65504).
+    "float64": 1e300,
+    "float32": 1e30,
+    "float16": 1e4,
+    "bfloat16": 1e30,
+}
+
+
+def position_margin(impl: Implementation, half_width: int, /) -> float:
+    """How far from every integer a non-grid local-p position stays.
+
+    A key sits on the window's edge, :math:`|j - p| = D`, only when ``p`` is
+    an integer. A kernel that decides the window by computing
+    :math:`\\mathrm{fl}(j - p)` may misplace a key whose :math:`|j - p|` lies
+    within that rounding, :math:`u_A (D + 1)`, of ``D``: the spec decides the
+    exact value, but no rounding-level disagreement may fail a sound kernel.
+    Positions are therefore either exact integers (the edge, decided exactly:
+    ``j - p`` is then a small integer, exact in every dtype) or at least
+    ``2**-6``, and twice that rounding, away from every integer; multiples of
+    1/8 qualify wherever the margin is at most 1/8 (with float32 or wider
+    accumulation, always for the half-widths drawn).
+    """
+    accumulation = impl.conventions.accumulates_in(impl.dtype)
+    return max(2.0**-6, 2 * (half_width + 1) * unit_roundoff(accumulation))
+
+
+def _long(draw: st.DrawFn, spec: Draw) -> bool:
+    """One case in five is long (lengths across tile boundaries), where the check allows."""
+    return spec.long and draw(st.sampled_from((False, False, False, False, True)))
+
+
+@st.composite
+def _lengths(draw: st.DrawFn, spec: Draw, long: bool) -> tuple[int, int]:
+    """``(Tq, Tk)``, with ``Tq != Tk`` when the check asks for unequal lengths."""
+    options: tuple[int, ...]
+    if long:
+        t_k = draw(st.sampled_from(BLOCK_LENGTHS))
+        options = (1, 2, t_k, t_k // 2 + 1, 17, t_k + 5)
+    else:
+        t_k = draw(st.integers(1, 9))
+        options = tuple(range(1, 10))
+    if spec.unequal_lengths:
+        options = tuple(n for n in options if n != t_k)
+    if not options:
+        return t_k, t_k
+    return draw(st.sampled_from(options)), t_k
+
+
+@st.composite
+def _batch(draw: st.DrawFn, long: bool) -> tuple[int, ...]:
+    """Leading batch dimensions: none, one or two of sizes 1 to 3 (one of size 1 if long)."""
+    if long:
+        return draw(st.sampled_from(((), (1,))))
+    rank = draw(st.integers(0, 2))
+    return tuple(draw(st.integers(1, 3)) for _ in range(rank))
+
+
+@st.composite
+def _broadcast_of(draw: st.DrawFn, batch: tuple[int, ...]) -> tuple[int, ...]:
+    """A batch shape that broadcasts to ``batch``: itself, with 1s, or with fewer dimensions."""
+    kept = batch[draw(st.integers(0, len(batch))) :] if batch else batch
+    return tuple(1 if draw(st.booleans()) else n for n in kept) if kept else kept
+
+
+def _scores(
+    rng: np.random.Generator, shape: tuple[int, ...], style: ValueStyle, dtype: str
+) -> Float64Array:
+    """Scores ``[..., Tq, Tk]`` in a value style (ties and shifts are per row)."""
+    base = rng.standard_normal(shape) * rng.uniform(0.5, 3.0)
+    row = (*shape[:-1], 1)
+    if style == "large_logits":
+        large: Float64Array = base * 10.0 ** rng.uniform(1.5, np.log10(_MAX_LOGIT[dtype]))
+        return large
+    if style == "ties":
+        return np.broadcast_to(base[..., :1], shape).copy()
+    if style == "near_ties":
+        return np.broadcast_to(base[..., :1], shape) * (1 + 1e-6 * rng.standard_normal(shape))
+    if style == "shifted":
+        reach = np.log10(_MAX_LOGIT[dtype])
+        return base + rng.choice([-1.0, 1.0], row) * 10.0 ** rng.uniform(1.0, reach, row)
+    return base
+
+
+def _padding(batch: tuple[int, ...]) -> tuple[int, ...]:
+    """A key-padding mask's batch shape: the first batch dimension, 1 for the others."""
+    return (batch[0], *(1 for _ in batch[1:])) if batch else ()
+
+
+def _step_mask(
+    rng: np.random.Generator,
+    batch: tuple[int, ...],
+    t_q: int,
+    t_k: int,
+    style: MaskStyle,
+    pattern: int,
+) -> npt.NDArray[np.bool_]:
+    """A boolean pattern broadcastable to ``batch + [Tq, Tk]`` (``batch``'s own shape if poison).
+
+    Rows may lose every key only in the ``fully_masked`` style.
+    """
+    shapes = [(*batch, t_q, t_k), (t_q, t_k), (1, t_k), (*_padding(batch), 1, t_k)]
+    if style in ("poison", "nan_poison"):
+        shapes = shapes[:1]
+    shape = shapes[pattern % len(shapes)]
+    return _allowed(rng, shape, "fully_masked" if style == "fully_masked" else "bool", None)
+
+
+def _positions(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    styles: tuple[PositionStyle, ...],
+    t_k: int,
+    d: int,
+    impl: Implementation,
+) -> Float64Array:
+    """Local-p positions ``[..., Tq]``, each in one of ``styles``, exact in the dtype."""
+    style = rng.choice(np.array(styles), shape)
+    margin = position_margin(impl, d)
+    low, high = -d - 1.0, t_k + d + 0.0
+    integer = np.round(rng.uniform(low, high, shape))
+    eighth = np.round(rng.uniform(low, high, shape) * 8) / 8
+    grid = np.where(rng.random(shape) < 0.5, integer, eighth)
+    fraction = rng.uniform(margin, max(margin, 1.0 - margin), shape)
+    off = np.floor(rng.uniform(-1.0, float(t_k), shape)) + fraction
+    far = (t_k + d + 1.0) * 10.0 ** rng.uniform(0.0, np.log10(_FAR[impl.dtype]) - 3, shape)
+    ends = np.array([0.0, t_k - 1.0, -d - 1.0, t_k + d + 0.0, -d + 0.0, t_k - 1.0 + d])
+    edge = np.where(
+        rng.random(shape) < 0.7,
+        rng.choice(ends, shape),
+        rng.choice([-1.0, 1.0], shape) * far,
+    )
+    p = round_to(impl.dtype, np.select([style == "grid", style == "off_grid"], [grid, off], edge))
+    # Note: a multiple of 1/8 within the margin of an integer (where the margin is wider
+    # than 1/8) is moved onto it, where the window's edge is decided exactly; a real that
+    # rounding to the dtype brought within the margin is moved far away instead, so that
+    # an "off_grid" position never puts a key on an edge (position_margin says why).
+    close = np.abs(p - np.round(p)) < margin
+    p = np.where(close & (style == "grid"), np.round(p), p)
+    return np.where(close & (style == "off_grid"), -round_to(impl.dtype, far), p)
+
+
+@st.composite
+def _local_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    """A case of ``local_m_distribution`` or ``local_p_distribution``."""
+    local_p = impl.function == "local_p_distribution"
+    long = _long(draw, spec)
+    batch = draw(_batch(long))
+    t_q, t_k = draw(_lengths(spec, long))
+    minimum = 1 if local_p else 0
+    if long:
+        d = draw(st.sampled_from((1, 7, 16, 31, 33, 64)))
+    else:
+        # narrow windows that clip at one end or both, and windows wider than the source
+        d = draw(st.one_of(st.integers(minimum, 4), st.integers(max(minimum, t_k - 1), t_k + 2)))
+    value_style = draw(st.sampled_from(spec.values))
+    # Note: the window alone leaves scores unread, so poison needs no mask; a boolean
+    # mask joins it where the implementation takes one.
+    boolean = "bool_mask" in impl.features
+    emptied = boolean and impl.conventions.fully_masked_row != "unsupported"
+    masks: list[MaskStyle] = [
+        m
+        for m in spec.masks
+        if m in ("none", "poison", "nan_poison")
+        or (boolean and m == "bool")
+        or (emptied and m == "fully_masked")
+    ]
+    mask_style: MaskStyle = draw(st.sampled_from(masks or ["none"]))
+    pattern = draw(st.integers(0, 3))
+    position_batch = draw(_broadcast_of(batch))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = impl.dtype
+    scores = round_to(dtype, _scores(rng, (*batch, t_q, t_k), value_style, dtype))
+    arrays = {"scores": scores}
+    if local_p:
+        arrays["positions"] = _positions(rng, (*position_batch, t_q), spec.positions, t_k, d, impl)
+    mask = None
+    if mask_style != "none" and boolean:
+        mask = _step_mask(rng, batch, t_q, t_k, mask_style, pattern)
+    case = Case(impl.function, arrays, mask, {"half_width": d})
+    if mask_style in ("poison", "nan_poison"):
+        from attnref.oracle.expected import step_allowed
+
+        read = step_allowed(case)
+        poison = _poison_value(rng, mask_style, dtype)
+        arrays["scores"] = np.where(read, scores, poison)
+        case = Case(impl.function, arrays, mask, {"half_width": d})
+    return case
+
+
+def _poison_value(rng: np.random.Generator, style: MaskStyle, dtype: str) -> float:
+    """What is written at positions that are not read: NaN or an infinity, or huge but finite."""
+    if style == "nan_poison":
+        return float(rng.choice([np.nan, np.inf, -np.inf]))
+    return float(round_to(dtype, np.array(POISON[dtype] * (1 + rng.random()))))
+
+
+@st.composite
+def _distribution_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    """A case of ``attention_distribution``: scores and a boolean or additive mask."""
+    long = _long(draw, spec)
+    batch = draw(_batch(long))
+    t_q, t_k = draw(_lengths(spec, long))
+    value_style = draw(st.sampled_from(spec.values))
+    mask_style = draw(st.sampled_from(_offered_masks(impl, spec.masks)))
+    pattern = draw(st.integers(0, 3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = impl.dtype
+    scores = round_to(dtype, _scores(rng, (*batch, t_q, t_k), value_style, dtype))
+    mask: npt.NDArray[Any] | None = None
+    if mask_style in ("bool", "fully_masked", "poison", "nan_poison", "additive"):
+        mask = _step_mask(rng, batch, t_q, t_k, mask_style, pattern)
+    elif mask_style == "key_padding":
+        mask = _allowed(rng, (*_padding(batch), 1, t_k), "bool", None)
+    if mask is not None and mask_style in ("poison", "nan_poison"):
+        scores = np.where(mask, scores, _poison_value(rng, mask_style, dtype))
+    if mask is not None and mask_style == "additive":
+        bias = rng.standard_normal(mask.shape) * rng.uniform(0.0, 3.0)
+        mask = round_to(dtype, np.where(mask, bias, -np.inf))
+    return Case(impl.function, {"scores": scores}, mask)
+
+
+@st.composite
+def _value_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    """A case of ``attention_value``: probability rows (some value rows never read) or reals."""
+    long = _long(draw, spec)
+    batch = draw(_batch(long))
+    t_q, t_k = draw(_lengths(spec, long))
+    d_v = draw(st.sampled_from(LONG_FEATURES)) if long else draw(st.integers(1, 8))
+    value_batch = draw(_broadcast_of(batch))
+    value_style = draw(st.sampled_from(spec.values))
+    poisoned: list[MaskStyle] = [m for m in spec.masks if m in ("none", "nan_poison")]
+    mask_style: MaskStyle = draw(st.sampled_from(poisoned or ["none"]))
+    probabilities = draw(st.booleans()) or mask_style != "none"
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = impl.dtype
+    if probabilities:
+        logits = rng.standard_normal((*batch, t_q, t_k)) * rng.uniform(0.0, 3.0)
+        # columns of zero weight in every row (never the first): value rows nothing reads
+        unread = (rng.random(t_k) < 0.3) & (np.arange(t_k) > 0)
+        e = np.where(unread, 0.0, np.exp(logits - logits.max(axis=-1, keepdims=True)))
+        weights = e / e.sum(axis=-1, keepdims=True)
+    else:
+        weights = rng.standard_normal((*batch, t_q, t_k))
+        unread = np.zeros(t_k, dtype=bool)
+    magnitude = 10.0 ** rng.uniform(1.0, 4.0) if value_style == "large_logits" else 1.0
+    values = rng.standard_normal((*value_batch, t_k, d_v)) * magnitude
+    values = round_to(dtype, values)
+    if mask_style == "nan_poison":
+        values[..., unread, :] = _poison_value(rng, mask_style, dtype)
+    return Case(impl.function, {"weights": round_to(dtype, weights), "values": values})
+
+
+@st.composite
+def _pair_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    """A case of ``concatenate_context`` or ``attentional_hidden_state``."""
+    long = _long(draw, spec)
+    batch = draw(_batch(long))
+    t_q = draw(st.sampled_from(BLOCK_LENGTHS)) if long else draw(st.integers(1, 9))
+    d_v, d_q = (
+        (draw(st.sampled_from(LONG_FEATURES)), draw(st.sampled_from(LONG_FEATURES)))
+        if long
+        else (draw(st.integers(1, 8)), draw(st.integers(1, 8)))
+    )
+    query_batch = draw(_broadcast_of(batch))
+    value_style = draw(st.sampled_from(spec.values))
+    with_bias = draw(st.booleans())
+    d_h = draw(st.integers(1, 8))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = impl.dtype
+    arrays = {
+        "context": round_to(dtype, rng.standard_normal((*batch, t_q, d_v))),
+        "query": round_to(dtype, rng.standard_normal((*query_batch, t_q, d_q))),
+    }
+    if impl.function == "attentional_hidden_state":
+        # large weights drive tanh into saturation
+        gain = 10.0 ** rng.uniform(0.5, 2.0) if value_style == "large_logits" else 1.0
+        n = d_v + d_q
+        arrays["W_c"] = round_to(dtype, rng.standard_normal((d_h, n)) * gain / np.sqrt(n))
+        if with_bias:
+            arrays["b_c"] = round_to(dtype, rng.standard_normal(d_h))
+    return Case(impl.function, arrays)
+
+
+@st.composite
+def _output_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    """A case of ``output_distribution``: attentional states and a vocabulary layer."""
+    long = _long(draw, spec)
+    batch = draw(_batch(long))
+    t_q = draw(st.integers(1, 9))
+    vocabulary = draw(st.sampled_from(BLOCK_LENGTHS)) if long else draw(st.integers(1, 9))
+    d_h = draw(st.sampled_from(LONG_FEATURES)) if long else draw(st.integers(1, 8))
+    value_style = draw(st.sampled_from(spec.values))
+    with_bias = draw(st.booleans())
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = impl.dtype
+    gain = 1.0
+    if value_style == "large_logits":
+        gain = 10.0 ** rng.uniform(1.5, np.log10(_MAX_LOGIT[dtype]))
+    arrays = {
+        "attentional_state": round_to(dtype, np.tanh(rng.standard_normal((*batch, t_q, d_h)))),
+        "W_y": round_to(dtype, rng.standard_normal((vocabulary, d_h)) * gain / np.sqrt(d_h)),
+    }
+    if with_bias:
+        arrays["b_y"] = round_to(dtype, rng.standard_normal(vocabulary) * gain)
+    return Case(impl.function, arrays)
+
+
+@st.composite
+def _position_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    """A case of ``local_p_position``; large weights saturate the logistic at 0 and S - 1."""
+    long = _long(draw, spec)
+    batch = draw(_batch(long))
+    t_q = draw(st.integers(1, 9))
+    source = draw(st.sampled_from(BLOCK_LENGTHS)) if long else draw(st.integers(1, 9))
+    d_q, d_p = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    value_style = draw(st.sampled_from(spec.values))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = impl.dtype
+    gain = 10.0 ** rng.uniform(0.5, 2.0) if value_style == "large_logits" else 1.0
+    arrays = {
+        "query": round_to(dtype, rng.standard_normal((*batch, t_q, d_q))),
+        "W_p": round_to(dtype, rng.standard_normal((d_p, d_q)) * gain / np.sqrt(d_q)),
+        "v_p": round_to(dtype, rng.standard_normal(d_p) * gain),
+    }
+    return Case(impl.function, arrays, options={"source_length": source})
+
+
+_SCORE_PARAMETERS: dict[str, dict[str, tuple[str, ...]]] = {
+    # each parameter's shape, by the names of its sizes
+    "dot": {},
+    "scaled_dot": {},
+    "general": {"W_a": ("d_q", "d_k")},
+    "concat": {"W_a": ("d_a", "d_q+d_k"), "v_a": ("d_a",)},
+    "additive": {"W_q": ("d_a", "d_q"), "W_k": ("d_a", "d_k"), "v_a": ("d_a",)},
+    "location": {"W_a": ("Tk", "d_q")},
+}
+
+
+@st.composite
+def _score_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
+    """A case of a score function, batch dimensions broadcast between query and keys."""
+    kind = impl.function.removeprefix("score_")
+    long = _long(draw, spec)
+    batch = draw(_batch(long))
+    t_q, t_k = draw(_lengths(spec, long))
+    d_q = draw(st.sampled_from(LONG_FEATURES)) if long else draw(st.integers(1, 16))
+    d_k = d_q if kind in ("dot", "scaled_dot") else draw(st.integers(1, 8))
+    d_a = draw(st.integers(1, 8))
+    key_batch = draw(_broadcast_of(batch))
+    value_style = draw(st.sampled_from(spec.values))
+    scales: list[ScaleStyle] = [
+        x for x in spec.scales if x == "default" or "scale" in impl.features
+    ]
+    scale_style: ScaleStyle = draw(st.sampled_from(scales or ["default"]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = impl.dtype
+    magnitude = 1.0
+    if value_style == "large_logits":
+        magnitude = float(np.sqrt(10.0 ** rng.uniform(1.5, np.log10(_MAX_LOGIT[dtype])) / d_q))
+    sizes = {"d_q": d_q, "d_k": d_k, "d_a": d_a, "Tk": t_k, "d_q+d_k": d_q + d_k}
+    arrays = {"query": round_to(dtype, rng.standard_normal((*batch, t_q, d_q)) * magnitude)}
+    if kind != "location":
+        keys = rng.standard_normal((*key_batch, t_k, d_k)) * magnitude
+        arrays["keys"] = round_to(dtype, keys)
+    for name, dims in _SCORE_PARAMETERS[kind].items():
+        shape = tuple(sizes[x] for x in dims)
+        arrays[name] = round_to(dtype, rng.standard_normal(shape) / np.sqrt(shape[-1]))
+    options: dict[str, object] = {}
+    if kind == "scaled_dot" and scale_style != "default":
+        options["scale"] = _scale(rng, scale_style, dtype)
+    return Case(impl.function, arrays, options=options)
+
+
+_STEP_CASES: dict[str, Callable[[Implementation, Draw], st.SearchStrategy[Case]]] = {
+    "local_m_distribution": _local_case,
+    "local_p_distribution": _local_case,
+    "local_p_position": _position_case,
+    "attention_distribution": _distribution_case,
+    "attention_value": _value_case,
+    "concatenate_context": _pair_case,
+    "attentional_hidden_state": _pair_case,
+    "output_distribution": _output_case,
+    **{f"score_{kind}": _score_case for kind in _SCORE_PARAMETERS},
+}
+"""The case strategy of each step function."""

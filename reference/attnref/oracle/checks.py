@@ -6,6 +6,12 @@ for it to apply, the cases it draws and the judges of one observed case
 returns :class:`Measure` records (what was compared, the error, the
 allowance); no judge runs anything. The runner fails the clause on the first
 case whose error exceeds its allowance and lets Hypothesis shrink that case.
+
+The composites (SDPA and ``attention``) and every step function, the local
+distributions included, have their checks; the clauses no check enforces are
+those the spec marks as statements about the reference alone
+(:data:`attnspec.clauses.Scope`), which :func:`clauses_checked` lets a test
+confirm.
 """
 
 from __future__ import annotations
@@ -20,9 +26,19 @@ from attnref.oracle.cases import ORDINARY_MASKS, Draw, ValueStyle
 from attnref.oracle.conventions import Feature
 from attnref.oracle.observe import Observation
 from attnref.oracle.protocol import Float64Array, Implementation, Output
-from attnref.oracle.tolerance import SAFETY, underflow_floor
+from attnref.oracle.tolerance import SAFETY, underflow_floor, unit_roundoff
+from attnspec.typing import ScoreKind
 
-__all__ = ["CHECKS", "Check", "Judge", "Measure", "MismatchError", "checks_for", "compare"]
+__all__ = [
+    "CHECKS",
+    "Check",
+    "Judge",
+    "Measure",
+    "MismatchError",
+    "checks_for",
+    "clauses_checked",
+    "compare",
+]
 
 
 class MismatchError(AssertionError):
@@ -144,7 +160,11 @@ def compare(
         finite, np.abs(np.where(finite, actual, 0.0) - np.where(finite, truth, 0.0)), 0.0
     )
     allowed = SAFETY * np.broadcast_to(bound, error.shape) + underflow_floor(dtype)
-    ratio = error / allowed
+    # Note: a NaN allowance (a bound gone wrong) allows nothing, so it can hide no error
+    # elsewhere from argmax; an exact match needs no allowance.
+    allowed = np.where(np.isnan(allowed), 0.0, allowed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(error == 0, 0.0, error / allowed)
     if ratio.size == 0:
         return Measure(what, 0.0, 1.0)
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
@@ -254,9 +274,148 @@ def unread_gradients(o: Observation) -> list[Measure]:
             raise MismatchError(f"d/d{name}: the implementation returned no gradient")
         if not np.isfinite(grad).all():
             raise MismatchError(f"d/d{name}: not finite")
-        leaked = np.abs(np.where(rows[..., None], grad, 0.0))
+        # rows of a sequence array, or (a step's scores) the very elements not read
+        where = rows if rows.shape == grad.shape else rows[..., None]
+        leaked = np.abs(np.where(where, grad, 0.0))
         measures.append(Measure(f"d/d{name} at unread rows", float(leaked.max(initial=0)), 0.0))
     return measures
+
+
+# --- judges of a step's one result ------------------------------------------------------
+
+
+def _result(o: Observation) -> Float64Array:
+    """The step's result, of the spec's shape, NaN only where a declared convention has it;
+    those rows read as 0, so that the other judges can skip them."""
+    got = _output(o).result
+    truth = o.truth.result
+    if got.shape != truth.shape:
+        raise MismatchError(f"result: shape {got.shape}, the spec gives {truth.shape}")
+    if np.isnan(got).any() or np.isnan(truth).any():
+        compare("result", got, truth, o.bounds.result, o.impl.dtype)  # NaN where it may be
+        return np.where(np.isnan(truth), 0.0, got)
+    return got
+
+
+def _step_raises(o: Observation) -> bool:
+    """Whether the case has a row that a declared ``raises`` convention is to raise on."""
+    return o.impl.conventions.fully_masked_row == "raises" and bool(
+        o.case.function == "attention_distribution" and _fully_masked(o)
+    )
+
+
+def result(o: Observation) -> list[Measure]:
+    """A step's result agrees with the spec, element by element (or raises, as declared)."""
+    if _step_raises(o):
+        if o.output is not None:
+            raise MismatchError("declared fully_masked_row='raises' but returned a result")
+        return [Measure("raises on a fully masked row", 0.0, 1.0)]
+    return [compare("result", _output(o).result, o.truth.result, o.bounds.result, o.impl.dtype)]
+
+
+def outside_zero(o: Observation) -> list[Measure]:
+    """A softmax step's result is exactly 0 wherever it may not attend (window, mask), except
+    where a declared convention fills a fully masked row."""
+    if _step_raises(o):
+        return []
+    got = _result(o)
+    leaked = np.abs(np.where(o.allowed | (o.truth.result != 0), 0.0, got))
+    return [Measure("weights outside the window and mask", float(leaked.max(initial=0)), 0.0)]
+
+
+def _row_sums(o: Observation, expected: Float64Array, what: str) -> list[Measure]:
+    """Each row of the result sums to ``expected`` within the sum of its elements' bounds."""
+    got = _result(o)
+    sums = got.sum(axis=-1)
+    allowed_sum = SAFETY * o.bounds.result.sum(axis=-1) + underflow_floor(o.impl.dtype)
+    gap = np.abs(sums - expected)
+    if gap.size == 0:
+        return [Measure(what, 0.0, 1.0)]
+    worst = np.unravel_index(int(np.argmax(gap / allowed_sum)), gap.shape)
+    return [Measure(what, float(gap[worst]), float(allowed_sum[worst]))]
+
+
+def row_distributions(o: Observation) -> list[Measure]:
+    """A softmax step's rows with an allowed key sum to 1, the others to 0 (or to what a
+    declared convention's rows sum to); no weight is negative."""
+    if _step_raises(o):
+        return []
+    got = _result(o)
+    live = o.allowed.any(axis=-1)
+    spec_sums = np.nan_to_num(o.truth.result).sum(axis=-1)
+    measures = _row_sums(o, np.where(live, 1.0, spec_sums), "|row sum - 1|")
+    measures.append(Measure("negative weight", float(max(0.0, -got.min(initial=0.0))), 0.0))
+    return measures
+
+
+def spec_row_sums(o: Observation) -> list[Measure]:
+    """Each row sums to what the spec's row sums to (local-p: no renormalisation)."""
+    return _row_sums(o, o.truth.result.sum(axis=-1), "|row sum - the spec's row sum|")
+
+
+def unit_interval(o: Observation) -> list[Measure]:
+    """Weights lie in [0, 1] (a tanh in [-1, 1]): nothing below, nothing beyond rounding above."""
+    if _step_raises(o):
+        return []
+    got = _result(o)
+    if o.case.function == "attentional_hidden_state":
+        excess, what = np.abs(got) - 1.0, "|entry| beyond 1"
+    else:
+        below = float(max(0.0, -got.min(initial=0.0)))
+        if below > 0:
+            return [Measure("negative weight", below, 0.0)]
+        excess, what = got - 1.0, "weight beyond 1"
+    if not excess.size:
+        return [Measure(what, 0.0, 1.0)]
+    allowed = SAFETY * o.bounds.result + underflow_floor(o.impl.dtype)
+    worst = np.unravel_index(int(np.argmax(excess / allowed)), excess.shape)
+    return [Measure(what, float(max(0.0, excess[worst])), float(allowed[worst]))]
+
+
+def position_range(o: Observation) -> list[Measure]:
+    """Local-p positions lie in [0, S - 1] (to rounding at the ends)."""
+    got = _result(o)
+    top = float(int(o.case.options["source_length"]) - 1)  # type: ignore[call-overload]
+    beyond = np.maximum(-got, got - top)
+    allowed = SAFETY * o.bounds.result + underflow_floor(o.impl.dtype)
+    if not beyond.size:
+        return [Measure("position beyond [0, S - 1]", 0.0, 1.0)]
+    worst = np.unravel_index(int(np.argmax(beyond / allowed)), beyond.shape)
+    return [
+        Measure("position beyond [0, S - 1]", float(max(0.0, beyond[worst])), float(allowed[worst]))
+    ]
+
+
+def convex_hull(o: Observation) -> list[Measure]:
+    """Context rows whose weights are a distribution lie between the values they read.
+
+    A row qualifies when its weights are nonnegative and sum to 1 up to their
+    rounding to the dtype; the exact context may then leave the hull by that
+    sum's gap times the largest value, which is allowed on top of the bound.
+    """
+    got = _result(o)
+    w = np.asarray(o.case.arrays["weights"])
+    v = np.asarray(o.case.arrays["values"])
+    batch = np.broadcast_shapes(w.shape[:-2], v.shape[:-2])
+    w = np.broadcast_to(w, (*batch, *w.shape[-2:]))  # [..., Tq, Tk]
+    v = np.broadcast_to(v, (*batch, *v.shape[-2:]))  # [..., Tk, d_v]
+    t_k = w.shape[-1]
+    gap = np.abs(w.sum(axis=-1) - 1.0)  # [..., Tq]
+    rows = (w >= 0).all(axis=-1) & (gap <= 2 * t_k * unit_roundoff(o.impl.dtype))
+    read = (w > 0)[..., None]  # [..., Tq, Tk, 1]
+    with np.errstate(invalid="ignore"):
+        top = np.max(np.where(read, v[..., None, :, :], -np.inf), axis=-2)  # [..., Tq, d_v]
+        bottom = np.min(np.where(read, v[..., None, :, :], np.inf), axis=-2)
+        largest = np.max(np.where(read, np.abs(v[..., None, :, :]), 0.0), axis=-2)
+        outside = np.maximum(got - top, bottom - got)
+    outside = np.where(rows[..., None], np.maximum(outside, 0.0), 0.0)
+    allowed = SAFETY * o.bounds.result + gap[..., None] * largest + underflow_floor(o.impl.dtype)
+    if not outside.size:
+        return [Measure("context outside the values' hull", 0.0, 1.0)]
+    worst = np.unravel_index(int(np.argmax(outside / allowed)), outside.shape)
+    return [
+        Measure("context outside the values' hull", float(outside[worst]), float(allowed[worst]))
+    ]
 
 
 # --- the catalogue -------------------------------------------------------------------------
@@ -382,6 +541,213 @@ _ATTENTION_ONLY: tuple[dict[str, Any], ...] = (
     ),
 )
 
+# The steps' checks, one table a function (a row per clause, as above). Their cases
+# broadcast batch dimensions between arguments throughout.
+_STEP_COMMON: tuple[dict[str, Any], ...] = (
+    dict(clause="input.result-dtype", draw=Draw(), judges=(result_dtype, result)),
+    dict(clause="input.not-mutated", draw=Draw(), judges=(not_mutated,)),
+)
+
+_LOCAL_COMMON: tuple[dict[str, Any], ...] = (
+    *_STEP_COMMON,
+    dict(clause="input.batch-broadcast", draw=Draw(masks=("none", "bool")), judges=(result,)),
+    dict(clause="input.unread-positions", draw=Draw(masks=("poison",)), judges=(result,)),
+    dict(
+        clause="input.unread-nonfinite",
+        draw=Draw(masks=("nan_poison",)),
+        judges=(result, gradients, unread_gradients),
+        gradients=True,
+    ),
+)
+
+_LOCAL_M: tuple[dict[str, Any], ...] = (
+    dict(
+        clause="local.m-position",
+        draw=Draw(values=_VALUES, masks=("none", "bool"), unequal_lengths=True),
+        judges=(result,),
+    ),
+    dict(
+        clause="local.window",
+        draw=Draw(masks=("none", "bool", "fully_masked")),
+        judges=(result, outside_zero),
+    ),
+    dict(
+        clause="local.window-softmax",
+        draw=Draw(values=("normal", "near_ties", "ties", "large_logits")),
+        judges=(result, row_distributions),
+    ),
+    *_LOCAL_COMMON,
+    dict(
+        clause="input.gradient",
+        draw=Draw(values=_VALUES, masks=("none", "bool", "fully_masked")),
+        judges=(gradients,),
+        requires=_GRADIENTS,
+        gradients=True,
+    ),
+    dict(
+        clause="input.unread-gradient",
+        draw=Draw(masks=("poison", "fully_masked")),
+        judges=(gradients, unread_gradients),
+        requires=_GRADIENTS,
+        gradients=True,
+    ),
+)
+
+# Note: the gradient checks of local-p draw no key on a window's edge, where the weights
+# jump and the spec prescribes no derivative (input.gradient).
+_OFF_EDGE: tuple[Any, ...] = ("off_grid",)
+_LOCAL_P: tuple[dict[str, Any], ...] = (
+    dict(
+        clause="local.p-window",
+        draw=Draw(masks=("none", "bool", "fully_masked")),
+        judges=(result, outside_zero),
+    ),
+    dict(
+        clause="local.p-gaussian",
+        draw=Draw(values=("normal", "near_ties", "ties"), positions=("off_grid", "grid")),
+        judges=(result, spec_row_sums),
+    ),
+    *_LOCAL_COMMON,
+    dict(
+        clause="input.gradient",
+        draw=Draw(values=_VALUES, masks=("none", "bool", "fully_masked"), positions=_OFF_EDGE),
+        judges=(gradients,),
+        requires=_GRADIENTS,
+        gradients=True,
+    ),
+    dict(
+        clause="input.unread-gradient",
+        draw=Draw(masks=("poison", "fully_masked"), positions=_OFF_EDGE),
+        judges=(gradients, unread_gradients),
+        requires=_GRADIENTS,
+        gradients=True,
+    ),
+)
+
+_POSITION: tuple[dict[str, Any], ...] = (
+    dict(
+        clause="local.p-position",
+        draw=Draw(values=("normal", "large_logits")),
+        judges=(result, position_range),
+    ),
+    *_STEP_COMMON,
+)
+
+_STEP_MASKS: frozenset[Feature] = frozenset({"bool_mask", "key_padding_mask", "additive_mask"})
+_DISTRIBUTION: tuple[dict[str, Any], ...] = (
+    dict(clause="distribution.softmax", draw=Draw(values=_VALUES), judges=(result,)),
+    dict(
+        clause="distribution.nonnegative",
+        draw=Draw(values=("normal", "large_logits")),
+        judges=(result, unit_interval),
+    ),
+    dict(clause="distribution.sums-to-one", draw=Draw(), judges=(row_distributions,)),
+    dict(
+        clause="distribution.masked-zero",
+        draw=Draw(values=("normal", "large_logits"), masks=("bool", "key_padding", "additive")),
+        judges=(result, outside_zero),
+        requires_any=_STEP_MASKS,
+    ),
+    dict(
+        clause="distribution.mask-polarity",
+        draw=Draw(masks=("bool", "key_padding")),
+        judges=(result,),
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="distribution.additive-mask",
+        draw=Draw(masks=("additive",)),
+        judges=(result,),
+        requires=frozenset({"additive_mask"}),
+    ),
+    dict(clause="distribution.shift-invariant", draw=Draw(values=("shifted",)), judges=(result,)),
+    dict(clause="distribution.stable", draw=Draw(values=("large_logits",)), judges=(result,)),
+    dict(clause="distribution.ties-uniform", draw=Draw(values=("ties",)), judges=(result,)),
+    dict(
+        clause="distribution.fully-masked-row",
+        draw=Draw(masks=("fully_masked",)),
+        judges=(result, outside_zero),
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="input.unread-positions",
+        draw=Draw(masks=("poison",)),
+        judges=(result,),
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="input.unread-nonfinite",
+        draw=Draw(masks=("nan_poison",)),
+        judges=(result,),
+        requires_any=_MASKS,
+    ),
+    *_STEP_COMMON,
+)
+
+_VALUE: tuple[dict[str, Any], ...] = (
+    dict(clause="value.weighted-sum", draw=Draw(), judges=(result,)),
+    dict(clause="value.convex-hull", draw=Draw(), judges=(result, convex_hull)),
+    dict(clause="value.linear", draw=Draw(values=("normal", "large_logits")), judges=(result,)),
+    dict(clause="value.zero-weight-unread", draw=Draw(masks=("nan_poison",)), judges=(result,)),
+    *_STEP_COMMON,
+)
+
+_CONCAT: tuple[dict[str, Any], ...] = (
+    dict(clause="concat.context-first", draw=Draw(), judges=(result,)),
+    *_STEP_COMMON,
+)
+
+_HIDDEN: tuple[dict[str, Any], ...] = (
+    dict(
+        clause="hidden.tanh",
+        draw=Draw(values=("normal", "large_logits")),
+        judges=(result, unit_interval),
+    ),
+    *_STEP_COMMON,
+)
+
+_OUTPUT: tuple[dict[str, Any], ...] = (
+    dict(
+        clause="output.softmax",
+        draw=Draw(values=("normal", "large_logits")),
+        judges=(result, row_distributions),
+    ),
+    *_STEP_COMMON,
+)
+
+_SCORE_KINDS: tuple[ScoreKind, ...] = (
+    "dot",
+    "scaled_dot",
+    "general",
+    "concat",
+    "additive",
+    "location",
+)
+
+
+def _score_rows(kind: ScoreKind) -> tuple[dict[str, Any], ...]:
+    """The checks of ``score_<kind>``: its formula, the shape rule, and the scale's rules."""
+    rows: list[dict[str, Any]] = [
+        dict(clause=f"score.{kind.replace('_', '-')}", draw=Draw(values=_VALUES), judges=(result,)),
+        dict(clause="score.shape", draw=Draw(), judges=(result,)),
+    ]
+    if kind == "scaled_dot":
+        rows += [
+            dict(
+                clause="score.default-scale",
+                draw=Draw(values=_VALUES, scales=("default",)),
+                judges=(result,),
+            ),
+            dict(
+                clause="score.scale-applied",
+                draw=Draw(scales=("random", "zero", "negative", "tiny", "large")),
+                judges=(result,),
+                requires=frozenset({"scale"}),
+            ),
+        ]
+    return (*rows, *_STEP_COMMON)
+
+
 _FORMULA = {SDPA: "sdpa.formula", "attention": "attention.composition"}
 
 
@@ -398,6 +764,15 @@ CHECKS: tuple[Check, ...] = (
     *_checks(SDPA, _SDPA_ONLY),
     *_checks("attention", _COMMON),
     *_checks("attention", _ATTENTION_ONLY),
+    *_checks("local_m_distribution", _LOCAL_M),
+    *_checks("local_p_distribution", _LOCAL_P),
+    *_checks("local_p_position", _POSITION),
+    *_checks("attention_distribution", _DISTRIBUTION),
+    *_checks("attention_value", _VALUE),
+    *_checks("concatenate_context", _CONCAT),
+    *_checks("attentional_hidden_state", _HIDDEN),
+    *_checks("output_distribution", _OUTPUT),
+    *(c for kind in _SCORE_KINDS for c in _checks(f"score_{kind}", _score_rows(kind))),
 )
 """Every check the oracle knows, in the order they run."""
 
@@ -421,3 +796,20 @@ def checks_for(impl: Implementation, /) -> list[tuple[Check, str]]:
             clause = f"score.{(form.kind if form else 'dot').replace('_', '-')}"
         resolved.append((check, clause))
     return resolved
+
+
+def clauses_checked() -> frozenset[str]:
+    """Every clause some check enforces, for some implementation.
+
+    The causal check of a composite enforces the clause of either alignment,
+    the score check of ``attention`` that of any score kind.
+    """
+    found = set()
+    for check in CHECKS:
+        if check.clause == "sdpa.causal":
+            found |= {"sdpa.causal-top-left", "sdpa.causal-bottom-right"}
+        elif check.clause == "attention.score":
+            found |= {f"score.{kind.replace('_', '-')}" for kind in _SCORE_KINDS}
+        else:
+            found.add(check.clause)
+    return frozenset(found)

@@ -1,8 +1,11 @@
 """What the spec says a case should give: the truth, the naive same-dtype evaluation,
-and the declared conventions applied to both."""
+and the declared conventions applied to both; for a step function, its one result and
+the positions its softmax may use (:func:`step_allowed`, the local windows)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 import attnref
+import attnspec
+from attnref import masking
 from attnref.oracle.conventions import Conventions
 from attnref.oracle.protocol import Case, Float64Array
 from attnref.oracle.tolerance import truth_dtype
@@ -22,16 +27,32 @@ __all__ = [
     "explicit_mask",
     "fully_masked_rows",
     "numpy_converter",
+    "positional_names",
     "reference_call",
+    "step_allowed",
 ]
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Context and weights of the reference, as float64 (NaN where the convention says so)."""
+    """Context and weights of the reference, as float64 (NaN where the convention says so).
+
+    For a step function ``context`` holds its one result (read as
+    :attr:`result`) and ``weights`` is empty.
+    """
 
     context: Float64Array
     weights: Float64Array
+
+    @classmethod
+    def of_result(cls, result: Float64Array, /) -> Evaluation:
+        """The evaluation of a step function, whose one result is ``result``."""
+        return cls(result, np.zeros((0,)))
+
+    @property
+    def result(self) -> Float64Array:
+        """A step function's result (held in ``context``)."""
+        return self.context
 
 
 ReferenceCall = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -51,6 +72,12 @@ def reference_call(
     arrays = dict(case.arrays)
     options: dict[str, Any] = dict(case.options)
     mask = case.mask
+    if case.is_step:
+        names = positional_names(case.function)
+        positional = tuple(convert(arrays[n]) for n in names if n in arrays)
+        if mask is not None:
+            options["mask"] = convert(mask)
+        return case.function, positional, options
     if case.function == "attention":
         if options.pop("is_causal", False):
             mask = explicit_mask(case, conventions)
@@ -65,6 +92,17 @@ def reference_call(
         "causal_alignment": conventions.causal_alignment,
     }
     return "scaled_dot_product_attention", positional, kwargs
+
+
+@functools.cache
+def positional_names(function: str, /) -> tuple[str, ...]:
+    """The positional parameters of a spec function, in order (``("scores", "positions")``)."""
+    signature = inspect.signature(getattr(attnspec, function))
+    return tuple(
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY
+    )
 
 
 def explicit_mask(case: Case, conventions: Conventions) -> npt.NDArray[Any] | None:
@@ -97,15 +135,22 @@ def _torch_bfloat16(a: npt.NDArray[Any]) -> Any:
 
 
 def run_reference(case: Case, conventions: Conventions, dtype: str | None) -> tuple[Any, Any]:
-    """Context and weights of the reference on ``case`` in ``dtype`` (``None``: the truth)."""
+    """Context and weights of the reference on ``case`` in ``dtype`` (``None``: the truth).
+
+    For a step function: its result and ``None``.
+    """
     if dtype == "bfloat16":
         import attnref.torch as twin
 
         name, positional, kwargs = reference_call(case, conventions, _torch_bfloat16)
+        if case.is_step:
+            return getattr(twin, name)(*positional, **kwargs).double().numpy(), None
         context, weights = getattr(twin, name)(*positional, **kwargs)
         return context.double().numpy(), weights.double().numpy()
     compute = truth_dtype() if dtype is None else np.dtype(dtype)
     name, positional, kwargs = reference_call(case, conventions, numpy_converter(compute))
+    if case.is_step:
+        return getattr(attnref, name)(*positional, **kwargs), None
     result: tuple[Any, Any] = getattr(attnref, name)(*positional, **kwargs)
     return result
 
@@ -120,16 +165,69 @@ def fully_masked_rows(case: Case, conventions: Conventions) -> npt.NDArray[np.bo
     return case.fully_masked_rows(conventions.causal_alignment)
 
 
+def step_allowed(case: Case, /) -> npt.NDArray[np.bool_]:
+    """The positions a step's softmax may use, at its result's shape (``[..., Tq, Tk]``).
+
+    The window and the mask of a local distribution, the mask of
+    ``attention_distribution`` (scores of ``-inf`` excluded), every entry of the
+    output distribution; for the other steps every entry of the result.
+    """
+    function = case.function
+    if function == "output_distribution":
+        state, w_y = case.arrays["attentional_state"], case.arrays["W_y"]
+        return np.ones((*state.shape[:-1], w_y.shape[0]), dtype=np.bool_)
+    if function not in ("attention_distribution", "local_m_distribution", "local_p_distribution"):
+        raise ValueError(f"{function} has no softmax")
+    scores = case.arrays["scores"]
+    allowed = np.asarray(scores != -np.inf)  # [..., Tq, Tk]
+    t_q, t_k = scores.shape[-2:]
+    d = int(case.options.get("half_width", 0))  # type: ignore[call-overload]
+    if function == "local_m_distribution":
+        allowed = allowed & masking.local_window(t_q, t_k, half_width=d)  # local.m-position
+    elif function == "local_p_distribution":
+        positions = np.asarray(case.arrays["positions"], dtype=np.float64)  # [..., Tq]
+        # Note: the float64 value of a position of the implementation's dtype is exact, so
+        # the window's edge is decided exactly (local.p-window).
+        allowed = allowed & masking.local_p_window(positions, t_k, half_width=d)
+    if case.mask is not None:
+        m = np.asarray(case.mask)
+        allowed = allowed & (m if m.dtype == np.bool_ else m != -np.inf)
+    return np.asarray(allowed, dtype=np.bool_)
+
+
 def evaluate(case: Case, conventions: Conventions, *, dtype: str | None = None) -> Evaluation:
     """The reference's result for ``case``, with ``conventions`` applied.
 
     ``dtype=None`` gives the truth (extended precision); a dtype name gives
-    the naive evaluation in that dtype.
+    the naive evaluation in that dtype. Of the steps, ``attention_distribution``
+    follows a declared convention for fully masked rows as the composites do;
+    the other steps, the local distributions included (whose empty windows no
+    library convention covers), are judged by the spec alone.
     """
+    if case.is_step:
+        result, _ = run_reference(case, conventions, dtype)
+        result = np.asarray(result, dtype=np.float64)
+        if case.function == "attention_distribution":
+            result = _distribution_convention(case, conventions, result)
+        return Evaluation.of_result(result)
     context, weights = run_reference(case, conventions, dtype)
     context = np.asarray(context, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     return _apply_convention(case, conventions, context, weights)
+
+
+def _distribution_convention(
+    case: Case, conventions: Conventions, weights: Float64Array
+) -> Float64Array:
+    """``attention_distribution``'s rows with no allowed key, as the declared convention
+    fills them (uniform weights or NaN)."""
+    rule = conventions.fully_masked_row
+    rows = ~np.broadcast_to(step_allowed(case), weights.shape).any(axis=-1)  # [..., Tq]
+    if rule not in ("uniform", "nan") or not rows.any():
+        return weights
+    weights = weights.copy()
+    weights[rows] = np.nan if rule == "nan" else 1.0 / weights.shape[-1]
+    return weights
 
 
 def _apply_convention(

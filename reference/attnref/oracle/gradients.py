@@ -13,6 +13,7 @@ from attnref.oracle.expected import (
     fully_masked_rows,
     numpy_converter,
     reference_call,
+    step_allowed,
 )
 from attnref.oracle.protocol import Case, Float64Array
 from attnref.oracle.tolerance import truth_dtype
@@ -27,11 +28,17 @@ def reference_vjp(
 
     The exact VJP of :mod:`attnref.vjp`, evaluated in extended precision
     (the truth). Rows a declared convention fills with the mean of the values
-    (``uniform``) contribute ``cotangent / Tk`` to every value row.
+    (``uniform``) contribute ``cotangent / Tk`` to every value row. For a step
+    function: the gradients of ``sum(result * cotangent)`` w.r.t. each of its
+    arrays.
     """
-    names = case.names
     compute = truth_dtype()
     name, positional, kwargs = reference_call(case, conventions, numpy_converter(compute))
+    if case.is_step:
+        c = np.asarray(cotangent, dtype=compute)
+        grads = getattr(vjp, f"vjp_{name}")(*positional, **kwargs, cotangent=c)._asdict()
+        return {n: np.asarray(g, dtype=np.float64) for n, g in grads.items() if n in case.arrays}
+    names = case.names
     spec_rows = Conventions(causal_alignment=conventions.causal_alignment)
     weights_shape = evaluate(case, spec_rows).weights.shape
     pair = (np.asarray(cotangent, dtype=compute), np.zeros(weights_shape, dtype=compute))
@@ -56,8 +63,34 @@ def _uniform_rows_vjp(
     return np.broadcast_to(per_row, values.shape).copy()
 
 
+def _reduced(unread: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """``unread`` at a broadcast shape, brought to an argument's ``shape``: unread only if
+    unread at every position the argument was broadcast to."""
+    reduced = np.asarray(unread, dtype=np.bool_)
+    while reduced.ndim > len(shape):
+        reduced = np.asarray(reduced.all(axis=0), dtype=np.bool_)
+    axes = tuple(
+        i for i, (u, n) in enumerate(zip(reduced.shape, shape, strict=True)) if n == 1 != u
+    )
+    if axes:
+        reduced = np.asarray(reduced.all(axis=axes, keepdims=True), dtype=np.bool_)
+    return np.asarray(np.broadcast_to(reduced, shape), dtype=np.bool_)
+
+
 def unread_rows(case: Case, conventions: Conventions) -> dict[str, npt.NDArray[np.bool_]]:
-    """Rows of query/key/value that no output reads, so their gradient must be exactly 0."""
+    """Rows of query/key/value that no output reads, so their gradient must be exactly 0.
+
+    For a local distribution: the scores outside the window and the mask
+    (element by element, at the scores' shape) and the positions of rows with
+    no allowed key.
+    """
+    if case.is_step:
+        allowed = step_allowed(case)  # [..., Tq, Tk]
+        unread = {"scores": _reduced(~allowed, case.arrays["scores"].shape)}
+        if "positions" in case.arrays:
+            empty = np.asarray(~allowed.any(axis=-1), dtype=np.bool_)  # [..., Tq]
+            unread["positions"] = _reduced(empty, case.arrays["positions"].shape)
+        return unread
     names = case.names
     allowed = allowed_positions(case, conventions)
     q_unread = np.asarray(~allowed.any(axis=-1), dtype=np.bool_)  # [..., Tq]

@@ -18,16 +18,32 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from attnref.oracle.expected import Evaluation, evaluate
+from attnref.oracle.expected import (
+    Evaluation,
+    evaluate,
+    numpy_converter,
+    step_allowed,
+)
 from attnref.oracle.gradients import reference_vjp, unread_rows
 from attnref.oracle.protocol import Case, Float64Array, Implementation, Output
 from attnref.oracle.tolerance import (
     Bounds,
     GradientBounds,
+    LocalBounds,
     Precision,
+    dense_logit_error,
+    dense_tanh_error,
     gradient_bounds,
+    local_gradient_bounds,
+    local_m_bounds,
+    local_p_bounds,
     output_bounds,
+    position_error,
     score_terms,
+    softmax_step_error,
+    truth_dtype,
+    unit_roundoff,
+    weighted_sum_error,
 )
 
 __all__ = ["Observation", "observe", "precision_of"]
@@ -50,7 +66,9 @@ class Observation:
     bounds
         The forward error bounds, element by element.
     allowed
-        ``[..., Tq, Tk]`` positions the mask and the causal flag allow.
+        ``[..., Tq, Tk]`` positions the mask and the causal flag allow (for a
+        step with a softmax: the positions it may use, the local window
+        included; for the other steps every entry of the result).
     cotangent, gradients, exact, gradient_bounds
         With gradients observed: the direction, the implementation's
         gradients (``None`` when its autodiff raised, ``gradient_failure``
@@ -157,6 +175,8 @@ def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observat
     seeded by the case's bytes (not Python's salted hash), so a replayed
     counterexample sees the same direction.
     """
+    if case.is_step:
+        return _observe_step(impl, case, gradients=gradients)
     conventions = impl.conventions
     precision = precision_of(impl)
     output, failure = _run_forward(impl, case)
@@ -231,3 +251,163 @@ def _to_shape(bound: Float64Array, exact: Float64Array) -> Float64Array:
     if axes:
         bound = bound.sum(axis=axes, keepdims=True)
     return np.asarray(np.broadcast_to(bound, exact.shape), dtype=np.float64)
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def _broadcast_batch(*arrays: Float64Array) -> list[Float64Array]:
+    """The arrays with their batch dimensions (all but the last two) broadcast together."""
+    batch = np.broadcast_shapes(*(a.shape[:-2] for a in arrays))
+    return [np.broadcast_to(a, (*batch, *a.shape[-2:])) for a in arrays]
+
+
+def _gaussian_parts(case: Case, allowed: npt.NDArray[np.bool_]) -> tuple[Float64Array, ...]:
+    """Local-p's offsets ``j - p``, exponent ``x`` and Gaussian ``g`` (0 outside ``allowed``)."""
+    positions = np.asarray(case.arrays["positions"], dtype=truth_dtype())
+    t_k = allowed.shape[-1]
+    offsets = np.arange(t_k, dtype=truth_dtype()) - positions[..., None]  # [..., Tq, Tk]
+    offsets = np.where(allowed, np.broadcast_to(offsets, allowed.shape), 0.0)
+    sigma = int(case.options["half_width"]) / 2  # type: ignore[call-overload]
+    exponent = offsets**2 / (2 * sigma**2)
+    gaussian = np.where(allowed, np.exp(-exponent), 0.0)
+    as64 = (np.asarray(a, dtype=np.float64) for a in (offsets, exponent, gaussian))
+    return tuple(as64)
+
+
+def _window_softmax(case: Case, allowed: npt.NDArray[np.bool_]) -> Float64Array:
+    """The truth's softmax of the scores over ``allowed`` (before local-p's Gaussian)."""
+    import attnref
+
+    convert = numpy_converter(truth_dtype())
+    weights = attnref.attention_distribution(convert(case.arrays["scores"]), mask=allowed)
+    return np.asarray(weights, dtype=np.float64)
+
+
+def _local_bounds(
+    case: Case,
+    truth: Evaluation,
+    allowed: npt.NDArray[np.bool_],
+    precision: Precision,
+) -> tuple[LocalBounds, Float64Array, tuple[Float64Array, ...] | None]:
+    """The forward bounds of a local distribution, its window softmax and Gaussian parts."""
+    scores = np.broadcast_to(case.arrays["scores"], allowed.shape)
+    if case.function == "local_m_distribution":
+        return local_m_bounds(scores, truth.result, allowed, precision), truth.result, None
+    window = _window_softmax(case, allowed)
+    parts = _gaussian_parts(case, allowed)
+    _, exponent, gaussian = parts
+    return local_p_bounds(scores, window, gaussian, exponent, allowed, precision), window, parts
+
+
+def _read_values(weights: Float64Array, values: Float64Array) -> Float64Array:
+    """The values at the weights' batch shape, 0 in rows no weight reads (they may hold NaN)."""
+    w, v = _broadcast_batch(weights, values)
+    read = (w != 0).any(axis=-2)[..., None]  # [..., Tk, 1]
+    with np.errstate(invalid="ignore"):
+        return np.where(read, v, 0.0)
+
+
+def _step_bound(
+    case: Case, truth: Evaluation, allowed: npt.NDArray[np.bool_], precision: Precision
+) -> Float64Array:
+    """The bound on a step's result other than a local distribution's (tolerance, *Steps*)."""
+    function, arrays = case.function, case.arrays
+    result = np.nan_to_num(truth.result)  # a declared convention's NaN rows: no bound to add
+    u_t = unit_roundoff(precision.storage)
+    if function == "attention_distribution":
+        scores = np.broadcast_to(arrays["scores"], allowed.shape)
+        additive = np.zeros(allowed.shape)
+        if case.mask is not None and np.asarray(case.mask).dtype != np.bool_:
+            additive = np.where(allowed, np.broadcast_to(case.mask, allowed.shape), 0.0)
+        logits = np.where(allowed, scores, 0.0) + additive
+        with np.errstate(invalid="ignore"):
+            error = unit_roundoff(precision.accumulation) * np.where(
+                additive != 0, np.abs(np.where(allowed, scores, 0.0)) + np.abs(additive), 0.0
+            )
+        return softmax_step_error(logits, error, result, allowed, precision)
+    if function == "output_distribution":
+        state, w_y = arrays["attentional_state"], arrays["W_y"]
+        bias = arrays.get("b_y")
+        logits = state @ w_y.T + (0.0 if bias is None else bias)
+        error = dense_logit_error(w_y, state, bias, precision)
+        return softmax_step_error(logits, error, result, allowed, precision)
+    if function == "attention_value":
+        weights, values = arrays["weights"], arrays["values"]
+        w, _ = _broadcast_batch(weights, values)
+        return weighted_sum_error(w, _read_values(weights, values), result, precision)
+    if function == "concatenate_context":
+        return np.zeros(result.shape)  # a copy: exact
+    if function == "attentional_hidden_state":
+        context, query = _broadcast_batch(arrays["context"], arrays["query"])
+        stacked = np.concatenate([context, query], axis=-1)
+        return dense_tanh_error(arrays["W_c"], stacked, arrays.get("b_c"), precision)
+    if function == "local_p_position":
+        n = int(case.options["source_length"])  # type: ignore[call-overload]
+        return position_error(arrays["query"], arrays["W_p"], arrays["v_p"], n, precision)
+    # the score functions
+    kind = function.removeprefix("score_")
+    query = arrays["query"]
+    if kind == "location":
+        keys = np.zeros((*query.shape[:-2], arrays["W_a"].shape[0], 1))
+    else:
+        query, keys = _broadcast_batch(query, arrays["keys"])
+    params = {n: a for n, a in arrays.items() if n not in ("query", "keys")}
+    scale = 1.0
+    if kind == "scaled_dot":
+        given = case.options.get("scale")
+        scale = float(given) if given is not None else 1.0 / float(np.sqrt(query.shape[-1]))  # type: ignore[arg-type]
+    terms = score_terms(kind, query, keys, params, scale, np.zeros(result.shape), precision)
+    return terms.score_error + u_t * np.abs(result)
+
+
+def _observe_step(impl: Implementation, case: Case, /, *, gradients: bool) -> Observation:
+    """:func:`observe` for a step function: one result, its truth and its bound."""
+    precision = precision_of(impl)
+    output, failure = _run_forward(impl, case)
+    truth = evaluate(case, impl.conventions)
+    local = case.function in ("local_m_distribution", "local_p_distribution")
+    softmax = local or case.function in ("attention_distribution", "output_distribution")
+    allowed = (
+        np.broadcast_to(step_allowed(case), truth.result.shape)
+        if softmax
+        else np.ones(truth.result.shape, dtype=np.bool_)
+    )
+    if not local:
+        bound = _step_bound(case, truth, allowed, precision)
+        return Observation(
+            impl, case, precision, output, failure, truth, Bounds.of_result(bound), allowed
+        )
+    forward, window, parts = _local_bounds(case, truth, allowed, precision)
+    observation = Observation(
+        impl, case, precision, output, failure, truth, Bounds.of_result(forward.result), allowed
+    )
+    if not gradients or "gradients" not in impl.features:
+        return observation
+    rng = np.random.default_rng(zlib.crc32(case.arrays["scores"].tobytes()))
+    cotangent = rng.standard_normal(truth.result.shape)
+    got, gradient_failure = _run_vjp(impl, case, cotangent)
+    exact = reference_vjp(case, impl.conventions, cotangent)
+    live = np.where(allowed, window, 0.0)
+    offsets = None if parts is None else parts[0]
+    gaussian = None if parts is None else parts[2]
+    half_width = int(case.options["half_width"])  # type: ignore[call-overload]
+    grad_bound = local_gradient_bounds(
+        forward, live, gaussian, offsets, half_width, cotangent, precision
+    )
+    return Observation(
+        impl,
+        case,
+        precision,
+        output,
+        failure,
+        truth,
+        Bounds.of_result(forward.result),
+        allowed,
+        cotangent=cotangent,
+        gradients=got,
+        gradient_failure=gradient_failure,
+        exact=exact,
+        gradient_bounds={n: _to_shape(grad_bound[n], exact[n]) for n in exact},
+        unread=unread_rows(case, impl.conventions),
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -20,13 +20,51 @@ import numpy.typing as npt
 from attnref.oracle.conventions import Conventions, Feature
 from attnspec.typing import CausalAlignment, ScoreKind
 
-__all__ = ["Case", "Float64Array", "Function", "Implementation", "Output", "ScoreForm"]
+__all__ = [
+    "COMPOSITES",
+    "STEPS",
+    "Case",
+    "Composite",
+    "Float64Array",
+    "Function",
+    "Implementation",
+    "Output",
+    "ScoreForm",
+    "Step",
+]
 
 Float64Array = npt.NDArray[np.float64]
 """A float64 array: every array crossing the boundary between the oracle and an implementation."""
 
-Function = Literal["scaled_dot_product_attention", "attention"]
+Composite = Literal["scaled_dot_product_attention", "attention"]
+"""The composites: queries, keys and values in, ``(context, weights)`` out."""
+
+Step = Literal[
+    "local_m_distribution",
+    "local_p_distribution",
+    "local_p_position",
+    "attention_distribution",
+    "attention_value",
+    "concatenate_context",
+    "attentional_hidden_state",
+    "output_distribution",
+    "score_dot",
+    "score_scaled_dot",
+    "score_general",
+    "score_concat",
+    "score_additive",
+    "score_location",
+]
+"""The step functions (and the local distributions): the spec's arrays in, one array out."""
+
+Function = Literal[Composite, Step]
 """The spec functions the oracle checks implementations of."""
+
+COMPOSITES: tuple[Composite, ...] = get_args(Composite)
+"""Every composite, in the order of :data:`Composite`."""
+
+STEPS: tuple[Step, ...] = get_args(Step)
+"""Every step function, in the order of :data:`Step`."""
 
 
 @dataclass(frozen=True)
@@ -54,22 +92,31 @@ class Case:
     arrays
         Float64 arrays by the spec's parameter names (``query``, ``key``,
         ``value`` for SDPA; ``query``, ``keys``, ``values`` and the score
-        parameters for ``attention``), already representable in the
+        parameters for ``attention``; the positional parameters of a step
+        function, such as ``scores`` and ``positions``, an optional one
+        absent when it is not given), already representable in the
         implementation's dtype. Layout ``[B, H, T, d]`` for SDPA and
-        ``[B, T, d]`` for ``attention``.
+        ``[B, T, d]`` for ``attention``; a step's own layout, with any
+        batch dimensions, for a step.
     mask
         ``None``, a boolean mask (``True`` = may attend) or an additive
         float64 mask, broadcastable to the scores.
     options
         Keyword options of the spec function (``scale``, ``is_causal``,
-        ``enable_gqa``, ``score``); ``causal_alignment`` is never passed:
-        the implementation's declared alignment is used.
+        ``enable_gqa``, ``score``; ``half_width``, ``source_length`` of the
+        local steps); ``causal_alignment`` is never passed: the
+        implementation's declared alignment is used.
     """
 
     function: Function
     arrays: Mapping[str, Float64Array]
     mask: npt.NDArray[Any] | None = None
     options: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def is_step(self) -> bool:
+        """Whether the case calls a step function (one result) rather than a composite."""
+        return self.function in STEPS
 
     @property
     def names(self) -> tuple[str, str, str]:
@@ -153,7 +200,7 @@ class Case:
             mask = data["mask"] if "mask" in data.files else None
             function = str(data["function"])
             options = ast.literal_eval(str(data["options"]))
-        if function not in ("scaled_dot_product_attention", "attention"):
+        if function not in get_args(Function):
             raise ValueError(f"{path} holds an unknown function {function!r}")
         return cls(function, arrays, mask, options)  # type: ignore[arg-type]
 
@@ -162,13 +209,16 @@ class Case:
 class Output:
     """What an implementation computed for a :class:`Case`, as float64 copies.
 
+    A step function has one result; it is held in ``context`` and read as
+    :attr:`result`, and ``weights`` is ``None``.
+
     Attributes
     ----------
     context
-        The context in the spec's layout.
+        The context in the spec's layout; for a step function, its result.
     weights
         The attention weights, or ``None`` when the implementation does not
-        return them.
+        return them (always for a step function).
     dtype
         Name of the dtype the implementation's result had (``"float32"``...).
     mutated
@@ -179,6 +229,11 @@ class Output:
     weights: Float64Array | None = None
     dtype: str = "float64"
     mutated: tuple[str, ...] = ()
+
+    @property
+    def result(self) -> Float64Array:
+        """The one result of a step function (held in :attr:`context`)."""
+        return self.context
 
 
 @runtime_checkable
@@ -219,7 +274,7 @@ class Implementation(Protocol):
 
     @property
     def score_form(self) -> ScoreForm | None:
-        """For ``attention``: the score it computes; ``None`` for SDPA."""
+        """For ``attention``: the score it computes; ``None`` for SDPA and the steps."""
         ...
 
     @property

@@ -54,6 +54,78 @@ Gradients
     :math:`\\gamma_n` times the sum of the magnitudes of its terms; the
     cotangent itself is rounded to ``T`` by the implementation's autodiff.
 
+Steps
+    A step function's inputs are the case's arrays, exact in ``T``, so no
+    input error propagates; each bound counts the roundings of the step
+    itself, plus :math:`u_T |r|` for storing the result :math:`r` and, where
+    a kernel may store an intermediate in ``T`` (a 16-bit linear layer
+    before its ``tanh``), :math:`u_T` of that intermediate.
+
+    *Window softmax* (``local_m_distribution``): the softmax bound above over
+    the allowed set :math:`W_i` (window and mask), with score error 0, and its
+    sums counting the :math:`n_i = |W_i|` allowed keys of the row rather than
+    :math:`T_k`: a disallowed key adds an exact 0 to a sum and rescales an
+    online softmax's running sum by an exact 1, so only allowed keys round (a
+    window holds at most :math:`2D + 1`). The softmax steps below count the
+    same way.
+
+    *Local-p* (``local_p_distribution``): :math:`\\alpha = w g` with ``w`` the
+    window softmax and :math:`g = e^{-x}`, :math:`x = (j - p)^2 / (2\\sigma^2)`,
+    :math:`\\sigma = D/2`. Forming ``x`` takes at most 5 roundings in ``A``
+    (the difference :math:`j - p`, the square, the division by or the product
+    with :math:`2\\sigma^2` and its reciprocal's own rounding, and one for an
+    evaluation ordered as :math:`(o/\\sigma)^2/2`), so :math:`\\hat x = x(1 +
+    \\theta)`, :math:`|\\theta| \\le \\gamma_5`, and ``exp`` adds ``EXP_ULPS``
+    ulps: :math:`|\\hat g - g| \\le \\delta g = g\\,(e^{\\gamma_5 x} - 1 +
+    e\\,u_A e^{\\gamma_5 x})`, where :math:`x \\le 2` inside the window. The
+    product rounds once in ``A``: :math:`|\\hat\\alpha - \\alpha| \\le (\\delta w
+    + b w) g + w\\,\\delta g + u_A w g + u_T \\alpha`, with ``b`` the rounding of
+    weights stored in ``T`` before the product.
+
+    *Local gradients*: with the cotangent :math:`c` (rounded to ``T``,
+    :math:`u_g`), :math:`\\bar c = c` (local-m) or :math:`c g` (local-p),
+    :math:`D_i = \\sum_j w_{ij} \\bar c_{ij}` and :math:`\\bar e = w(\\bar c - D)`:
+    :math:`|\\delta \\bar e| \\le \\delta w |\\bar c - D| + w(\\delta\\bar c +
+    \\delta D) + \\gamma_{n_i + 4}(A)\\, w (|\\bar c| + \\sum_k w_k |\\bar c_k|)
+    + u_T |\\bar e|`, where :math:`\\delta D = \\sum_j (\\delta w |\\bar c| +
+    w \\delta\\bar c) + \\gamma_{n_i}(A) \\sum_j w |\\bar c|` and the
+    :math:`\\gamma_{n_i + 4}` term covers any ordering of the softmax
+    backward (an autograd of ``exps / total`` included). The position's
+    :math:`\\bar p_i = \\sum_j c_{ij} \\alpha_{ij} (j - p_i)/\\sigma^2` is a sum
+    of products of at most 6 rounded factors: :math:`|\\delta\\bar p_i| \\le
+    \\sum_j |c_{ij}| |j - p_i| (\\delta\\alpha_{ij} + (\\gamma_{n_i + 6}(A) + u_g)
+    \\alpha_{ij}) / \\sigma^2 + u_T |\\bar p_i|`. Both vanish exactly where no
+    key is read, so an unread position keeps an allowance of 0.
+
+    *Softmax steps* (``attention_distribution``, ``output_distribution``): the
+    softmax bound with the score error of forming the logits: :math:`u_A
+    (|s| + |m|)` for scores plus an additive mask; :math:`\\gamma_{d_h + 1}(A)
+    (|W_y| |\\tilde s| + |b_y|) + b |z|` for the output layer's logits.
+
+    *Weighted sum* (``attention_value``): :math:`\\gamma_{T_k}(A) |\\alpha| |v|
+    + u_T |a|` over the values that are read. *Concatenation* is a copy:
+    bound 0.
+
+    *Dense tanh* (``attentional_hidden_state``, the hidden layer of
+    ``local_p_position``): :math:`z = W x + b` has :math:`|\\hat z - z| \\le
+    \\delta z = \\gamma_{n+1}(A)(|W||x| + |b|) + b|z|`; ``tanh`` moves it by at
+    most the largest slope :math:`1 - \\tanh^2` on :math:`[|z| - \\delta z,
+    |z| + \\delta z]` and adds ``EXP_ULPS`` ulps: :math:`|\\hat h - h| \\le
+    (1 - \\tanh^2(\\max(|z| - \\delta z, 0)))\\,\\delta z + (e\\,u_A + b)|h|`.
+
+    *Position* (``local_p_position``, :math:`p = (S-1)\\sigma(y)`, :math:`y =
+    v^\\top \\tanh(W s)`): :math:`\\delta y = |v|^\\top \\delta h + \\gamma_{d_p}(A)
+    |v|^\\top |h| + b|y|`; on :math:`|\\xi - y| \\le \\delta y` the logistic
+    slope :math:`\\sigma(\\xi)\\sigma(-\\xi)` is at most
+    :math:`\\min(1/4, \\sigma(y)\\sigma(-y) e^{2\\delta y})` (each factor moves
+    by at most :math:`e^{\\delta y}`), and evaluating :math:`1/(1 + e^{-y})`
+    costs ``EXP_ULPS`` + 2 ulps: :math:`|\\hat p - p| \\le (S - 1)[\\Delta\\sigma
+    + (e + 3) u_A (\\sigma + \\Delta\\sigma)] + u_T p`, the extra ulp for the
+    product with :math:`S - 1`.
+
+    *Scores* (``score_*``): the score error :math:`a_{ij}` of the composites
+    (without a mask) plus :math:`u_T |s_{ij}|`.
+
 ``SAFETY`` covers the second-order terms the first-order propagation drops.
 The bounds are worst cases over summation orders, so a sound kernel sits well
 below them (the oracle's tests show the naive evaluation in every dtype at a
@@ -72,18 +144,29 @@ import numpy.typing as npt
 __all__ = [
     "EPSILON",
     "EXP_ULPS",
+    "GAUSSIAN_ROUNDINGS",
+    "NO_GUARANTEE",
     "SAFETY",
     "Bounds",
     "GradientBounds",
+    "LocalBounds",
     "Precision",
     "Terms",
+    "dense_logit_error",
+    "dense_tanh_error",
     "gamma",
     "gradient_bounds",
+    "local_gradient_bounds",
+    "local_m_bounds",
+    "local_p_bounds",
     "output_bounds",
+    "position_error",
     "score_terms",
+    "softmax_step_error",
     "truth_dtype",
     "underflow_floor",
     "unit_roundoff",
+    "weighted_sum_error",
 ]
 
 Float64Array = npt.NDArray[np.float64]
@@ -112,6 +195,10 @@ EXP_ULPS: Final = 4.0
 """Error of ``exp`` and ``tanh`` in units in the last place: correctly rounded
 libraries are within 1; vectorised ones (SLEEF's u35 variants) within 3.5."""
 
+GAUSSIAN_ROUNDINGS: Final = 5
+"""Roundings in forming local-p's exponent (j - p)^2 / (2 sigma^2), in any of the usual
+orders (difference, square, scaling and the scale's own rounding, one spare)."""
+
 UNDERFLOW_ROUNDINGS: Final = 16.0
 """The floor, in units of the dtype's smallest normal number: every rounding of
 the chain (at most a handful per element) may lose that much absolutely to
@@ -131,6 +218,27 @@ def gamma(n: float, dtype: str, /) -> float:
     """
     nu = n * unit_roundoff(dtype)
     return float("inf") if nu >= 1 else nu / (1 - nu)
+
+
+NO_GUARANTEE: Final = 1e30
+"""What the bounds take for :math:`\\gamma_n` when :math:`n u \\ge 1` (a 16-bit accumulation
+over many terms): a first-order bound then guarantees nothing, and a huge finite factor says
+so while a term whose other factor is exactly 0 stays 0; an infinite one would make it NaN,
+an allowance that :func:`~attnref.oracle.checks.compare` reads as none."""
+
+
+def _gamma(n: float, dtype: str, /) -> float:
+    """:func:`gamma`, with :data:`NO_GUARANTEE` in place of infinity."""
+    return min(gamma(n, dtype), NO_GUARANTEE)
+
+
+def _gammas(n: Float64Array | int, dtype: str, /) -> Float64Array:
+    """:func:`_gamma` element by element, of an array of counts ``n``."""
+    nu = np.asarray(n, dtype=np.float64) * unit_roundoff(dtype)
+    with np.errstate(divide="ignore"):
+        return np.where(nu < 1, nu / np.maximum(1 - nu, 1e-300), NO_GUARANTEE).clip(
+            max=NO_GUARANTEE
+        )
 
 
 def underflow_floor(dtype: str, /) -> float:
@@ -204,12 +312,27 @@ class Terms:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Forward error bounds, element by element."""
+    """Forward error bounds, element by element.
+
+    For a step function ``context`` bounds its one result (read as
+    :attr:`result`) and the weight fields are empty.
+    """
 
     weights: Float64Array
     context: Float64Array
     # intermediate quantities the gradient bounds reuse
     weight_error: Float64Array
+
+    @classmethod
+    def of_result(cls, bound: Float64Array, /) -> Bounds:
+        """The bounds of a step function's one result."""
+        empty = np.zeros((0,))
+        return cls(weights=empty, context=bound, weight_error=empty)
+
+    @property
+    def result(self) -> Float64Array:
+        """The bound on a step function's result (held in ``context``)."""
+        return self.context
 
 
 @dataclass(frozen=True)
@@ -244,27 +367,50 @@ def _weight_error(
     terms: Terms, weights: Float64Array, allowed: npt.NDArray[np.bool_], precision: Precision
 ) -> Float64Array:
     """Bound on ``|w_hat - w|`` before the weights are stored (see the module docstring)."""
+    return _softmax_error(terms.scores, terms.score_error, weights, allowed, precision)
+
+
+def _softmax_error(
+    scores: Float64Array,
+    score_error: Float64Array,
+    weights: Float64Array,
+    allowed: npt.NDArray[np.bool_],
+    precision: Precision,
+    *,
+    per_row: bool = False,
+) -> Float64Array:
+    """Bound on ``|w_hat - w|`` of a softmax over ``allowed`` of scores off by ``score_error``.
+
+    With ``per_row`` the sums count the allowed keys of each row rather than
+    ``Tk``: a disallowed key adds an exact 0 to a sum, and rescales an online
+    softmax's running sum by an exact 1, so only allowed keys round (the
+    steps use it; a local window sums at most ``2 D + 1`` keys).
+    """
     acc = precision.accumulation
-    t_k = weights.shape[-1]
-    s = np.where(allowed, terms.scores, -np.inf)
+    t_k: Float64Array | int = weights.shape[-1]
+    if per_row:
+        t_k = np.maximum(np.sum(allowed, axis=-1, keepdims=True), 1).astype(np.float64)
+    s = np.where(allowed, scores, -np.inf)
     row_max = np.max(s, axis=-1, keepdims=True)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0)
     u = unit_roundoff(acc)
     # the shift by the row maximum (or by a saved log-sum-exp, whose exponent the kernel
     # may expose as its weights) rounds relative to |s| + |m| + log Tk
-    shift = 2 * (np.abs(terms.scores) + np.abs(row_max)) + np.log(t_k)
-    a = terms.score_error + u * (shift + 2 * EXP_ULPS)
+    with np.errstate(invalid="ignore"):
+        shift = 2 * (np.abs(np.where(allowed, scores, 0.0)) + np.abs(row_max)) + np.log(t_k)
+    a = score_error + u * (shift + 2 * EXP_ULPS)
     a = np.where(allowed, a, 0.0)
+    s = np.where(allowed, scores, 0.0)  # unread scores (poison) reach no bound
     with np.errstate(invalid="ignore", over="ignore"):
-        low_others = _log_sum_exp_others(np.where(allowed, terms.scores + a, -np.inf))
-        high_others = _log_sum_exp_others(np.where(allowed, terms.scores - a, -np.inf))
+        low_others = _log_sum_exp_others(np.where(allowed, s + a, -np.inf))
+        high_others = _log_sum_exp_others(np.where(allowed, s - a, -np.inf))
         # w_j lies between 1 / (1 + exp(L)) for L = lse_{l != j}(s_l +- a_l) - s_j +- a_j
-        low = 1.0 / (1.0 + np.exp(low_others - terms.scores + a))
-        high = 1.0 / (1.0 + np.exp(high_others - terms.scores - a))
+        low = 1.0 / (1.0 + np.exp(low_others - s + a))
+        high = 1.0 / (1.0 + np.exp(high_others - s - a))
     live = np.where(allowed, weights, 0.0)
     spread = np.maximum(high - live, live - low)
     spread = np.where(allowed, np.nan_to_num(spread, nan=1.0, posinf=1.0), 0.0)
-    normalise = gamma(2 * t_k + 4, acc) * weights
+    normalise = _gammas(2 * t_k + 4, acc) * weights
     # Note: a kernel that exposes its weights as exp(s - lse) with a saved log-sum-exp
     # rounds that exponent once more, a relative error no correlation cancels.
     exponent = u * (shift + 2 * EXP_ULPS) * weights
@@ -294,7 +440,7 @@ def output_bounds(
     abs_v = np.abs(values)
     stored = dw + precision.rounds_between * w  # the weights as the weighted sum reads them
     context_error = (
-        stored @ abs_v + gamma(2 * t_k + 4, precision.accumulation) * (w @ abs_v) + u_t * np.abs(c)
+        stored @ abs_v + _gamma(2 * t_k + 4, precision.accumulation) * (w @ abs_v) + u_t * np.abs(c)
     )
     return Bounds(weights=dw + u_t * w, context=context_error, weight_error=stored)
 
@@ -342,13 +488,13 @@ def gradient_bounds(
 
     dP = g @ np.swapaxes(values, -1, -2)  # [..., Tq, Tk]
     dP_terms = abs_g @ np.swapaxes(abs_v, -1, -2)
-    dP_err = (gamma(d_v + 1, acc) + u_g) * dP_terms
+    dP_err = (_gamma(d_v + 1, acc) + u_g) * dP_terms
     D = np.sum(g * c, axis=-1, keepdims=True)  # [..., Tq, 1]
-    via_weights = np.sum(dp_w * np.abs(dP) + p * dP_err, axis=-1, keepdims=True) + gamma(
+    via_weights = np.sum(dp_w * np.abs(dP) + p * dP_err, axis=-1, keepdims=True) + _gamma(
         t_k + 1, acc
     ) * np.sum(p * np.abs(dP), axis=-1, keepdims=True)
     via_output = np.sum(abs_g * forward.context, axis=-1, keepdims=True) + (
-        gamma(d_v + 1, acc) + u_g
+        _gamma(d_v + 1, acc) + u_g
     ) * np.sum(abs_g * np.abs(c), axis=-1, keepdims=True)
     D_err = np.maximum(via_weights, via_output)
     centred = np.abs(dP - D)
@@ -356,16 +502,16 @@ def gradient_bounds(
     dS_err = dp_w * centred + p * (dP_err + D_err) + (unit_roundoff(acc) + between) * dS
 
     gq, gk = terms.grad_query, terms.grad_key
-    n_q = gamma(t_k + 2, acc) + between
+    n_q = _gamma(t_k + 2, acc) + between
     query = dS_err @ gq + n_q * (dS @ gq) + dS @ terms.grad_query_error
     query = query + u_t * np.abs(dS @ gq)
-    n_k = gamma(t_q * groups + 2, acc) + between
+    n_k = _gamma(t_q * groups + 2, acc) + between
     dS_t, dS_err_t = np.swapaxes(dS, -1, -2), np.swapaxes(dS_err, -1, -2)
     key = dS_err_t @ gk + n_k * (dS_t @ gk) + dS_t @ terms.grad_key_error
     if unread_keys:
         key = np.zeros_like(key)
     w_t, dp_w_t = np.swapaxes(w, -1, -2), np.swapaxes(dp_w + between * p, -1, -2)
-    value = dp_w_t @ abs_g + (gamma(t_q * groups + 2, acc) + u_g) * (w_t @ abs_g)
+    value = dp_w_t @ abs_g + (_gamma(t_q * groups + 2, acc) + u_g) * (w_t @ abs_g)
     key = _fold_groups(key, groups)
     value = _fold_groups(value, groups)
     # rounding of the results to the storage dtype, relative to their magnitude
@@ -410,7 +556,7 @@ def score_terms(
         lam = abs(scale)
         scores = scale * (query @ key_t)
         magnitude = lam * (abs_q @ abs_key_t)
-        error = gamma(d_q + 2, acc) * magnitude
+        error = _gamma(d_q + 2, acc) * magnitude
         gq = lam * np.broadcast_to(abs_k, zeros_q.shape)
         gk = lam * np.broadcast_to(abs_q, zeros_k.shape)
         return Terms(scores + additive, error + 2 * u * np.abs(additive), gq, gk, u * gq, u * gk)
@@ -419,7 +565,7 @@ def score_terms(
         abs_w = np.abs(w)
         scores = (query @ w) @ key_t
         magnitude = (abs_q @ abs_w) @ abs_key_t
-        error = gamma(d_q + d_k + 1, acc) * magnitude
+        error = _gamma(d_q + d_k + 1, acc) * magnitude
         gq = np.broadcast_to(abs_k @ abs_w.T, zeros_q.shape)
         gk = np.broadcast_to(abs_q @ abs_w, zeros_k.shape)
         return Terms(
@@ -427,14 +573,14 @@ def score_terms(
             error + 2 * u * np.abs(additive),
             gq,
             gk,
-            gamma(d_k, acc) * gq,
-            gamma(d_q, acc) * gk,
+            _gamma(d_k, acc) * gq,
+            _gamma(d_q, acc) * gk,
         )
     if kind == "location":
         w = params["W_a"]  # [Tk, d_q]
         abs_w = np.abs(w)
         scores = query @ w.T
-        error = gamma(d_q + 1, acc) * (abs_q @ abs_w.T)
+        error = _gamma(d_q + 1, acc) * (abs_q @ abs_w.T)
         gq = np.broadcast_to(abs_w, zeros_q.shape)
         return Terms(
             scores + additive, error + 2 * u * np.abs(additive), gq, zeros_k, zeros_q, zeros_k
@@ -448,10 +594,10 @@ def score_terms(
     abs_v = np.abs(v)
     hq, hk = query @ w_q.T, key @ w_k.T  # [..., Tq, d_a], [..., Tk, d_a]
     scores = np.tanh(hq[..., :, None, :] + hk[..., None, :, :]) @ v  # [..., Tq, Tk]
-    n_z = gamma(max(d_q, d_k) + 1, acc)
+    n_z = _gamma(max(d_q, d_k) + 1, acc)
     zq, zk = abs_q @ np.abs(w_q).T, abs_k @ np.abs(w_k).T  # magnitudes of W_q q, W_k k
     d_a = v.shape[-1]
-    tanh_error = gamma(d_a + 1, acc) + 2 * EXP_ULPS * u
+    tanh_error = _gamma(d_a + 1, acc) + 2 * EXP_ULPS * u
     error = n_z * ((zq @ abs_v)[..., :, None] + (zk @ abs_v)[..., None, :]) + tanh_error * float(
         abs_v.sum()
     )
@@ -460,6 +606,215 @@ def score_terms(
     slope = abs_v * (0.77 * z_max + 2 * EXP_ULPS * u)  # [..., 1, d_a]
     gq = np.broadcast_to(abs_v @ np.abs(w_q), zeros_q.shape)
     gk = np.broadcast_to(abs_v @ np.abs(w_k), zeros_k.shape)
-    gq_error = np.broadcast_to(slope @ np.abs(w_q), zeros_q.shape) + gamma(d_a + 1, acc) * gq
-    gk_error = np.broadcast_to(slope @ np.abs(w_k), zeros_k.shape) + gamma(d_a + 1, acc) * gk
+    gq_error = np.broadcast_to(slope @ np.abs(w_q), zeros_q.shape) + _gamma(d_a + 1, acc) * gq
+    gk_error = np.broadcast_to(slope @ np.abs(w_k), zeros_k.shape) + _gamma(d_a + 1, acc) * gk
     return Terms(scores + additive, error + 2 * u * np.abs(additive), gq, gk, gq_error, gk_error)
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalBounds:
+    """Forward error bounds of a local distribution, and what its gradient bounds reuse.
+
+    Attributes
+    ----------
+    result
+        The bound on the returned weights.
+    softmax_error
+        :math:`\\delta w + b w`: the window softmax's error before the Gaussian
+        (before storage, for local-m).
+    gaussian_error
+        :math:`\\delta g` (zeros for local-m).
+    """
+
+    result: Float64Array
+    softmax_error: Float64Array
+    gaussian_error: Float64Array
+
+
+def local_m_bounds(
+    scores: Float64Array,
+    weights: Float64Array,
+    allowed: npt.NDArray[np.bool_],
+    precision: Precision,
+) -> LocalBounds:
+    """Bounds of a window softmax: scores exact, normalised over ``allowed`` (window and mask).
+
+    ``scores`` and ``weights`` are ``[..., Tq, Tk]``, ``weights`` the truth.
+    """
+    error = _softmax_error(
+        scores, np.zeros(scores.shape), weights, allowed, precision, per_row=True
+    )
+    zeros = np.zeros(weights.shape)
+    return LocalBounds(error + unit_roundoff(precision.storage) * weights, error, zeros)
+
+
+def local_p_bounds(
+    scores: Float64Array,
+    window_weights: Float64Array,
+    gaussian: Float64Array,
+    exponent: Float64Array,
+    allowed: npt.NDArray[np.bool_],
+    precision: Precision,
+) -> LocalBounds:
+    """Bounds of local-p's :math:`\\alpha = w g` (see the module docstring, *Local-p*).
+
+    ``window_weights`` is the truth's window softmax ``w``, ``gaussian`` its
+    ``g`` and ``exponent`` its ``x = (j - p)^2 / (2 sigma^2)``, all
+    ``[..., Tq, Tk]`` and 0 outside ``allowed``.
+    """
+    acc = precision.accumulation
+    u_a = unit_roundoff(acc)
+    w = np.where(allowed, window_weights, 0.0)
+    g = np.where(allowed, gaussian, 0.0)
+    x = np.where(allowed, exponent, 0.0)
+    softmax = _softmax_error(scores, np.zeros(scores.shape), w, allowed, precision, per_row=True)
+    softmax = np.where(allowed, softmax + precision.rounds_between * w, 0.0)
+    grown = np.exp(_gamma(GAUSSIAN_ROUNDINGS, acc) * x)
+    dg = g * (np.expm1(_gamma(GAUSSIAN_ROUNDINGS, acc) * x) + EXP_ULPS * u_a * grown)
+    alpha = w * g
+    result = softmax * g + w * dg + (u_a + unit_roundoff(precision.storage)) * alpha
+    return LocalBounds(result, softmax, dg)
+
+
+def local_gradient_bounds(
+    forward: LocalBounds,
+    window_weights: Float64Array,
+    gaussian: Float64Array | None,
+    offsets: Float64Array | None,
+    half_width: int,
+    cotangent: Float64Array,
+    precision: Precision,
+) -> dict[str, Float64Array]:
+    """Bounds on the gradients of ``sum(result * cotangent)`` of a local distribution.
+
+    ``window_weights`` is the truth's window softmax, 0 outside the allowed
+    set; ``gaussian`` and ``offsets`` (``j - p``) are given for local-p, whose
+    bounds include ``positions`` (``[..., Tq]``, before any batch sum). See
+    the module docstring, *Local gradients*.
+    """
+    acc = precision.accumulation
+    u_t = unit_roundoff(precision.storage)
+    u_g = 0.0 if precision.storage == "float64" else u_t
+    # the sums run over each row's window (a disallowed key adds an exact 0)
+    n = np.maximum(np.sum(window_weights > 0, axis=-1, keepdims=True), 1)  # [..., Tq, 1]
+    w = window_weights
+    dw = forward.softmax_error
+    c = cotangent
+    if gaussian is None:
+        bar = c
+        d_bar = u_g * np.abs(c)
+    else:
+        bar = c * gaussian
+        d_bar = np.abs(c) * (forward.gaussian_error + (u_g + unit_roundoff(acc)) * gaussian)
+    abs_bar = np.abs(bar)
+    D = np.sum(w * bar, axis=-1, keepdims=True)  # [..., Tq, 1]
+    dD = np.sum(dw * abs_bar + w * d_bar, axis=-1, keepdims=True) + _gammas(n, acc) * np.sum(
+        w * abs_bar, axis=-1, keepdims=True
+    )
+    centred = np.abs(bar - D)
+    magnitude = abs_bar + np.sum(w * abs_bar, axis=-1, keepdims=True)
+    scores = dw * centred + w * (d_bar + dD) + _gammas(n + 4, acc) * w * magnitude
+    bounds = {"scores": scores + u_t * w * centred}
+    if gaussian is not None and offsets is not None:
+        sigma2 = (half_width / 2) ** 2
+        alpha = w * gaussian
+        coefficient = _gammas(n + 6, acc) + u_g
+        terms = np.abs(c) * np.abs(offsets) * (forward.result + coefficient * alpha) / sigma2
+        exact = np.abs(np.sum(c * alpha * offsets, axis=-1)) / sigma2
+        bounds["positions"] = np.asarray(terms.sum(axis=-1) + u_t * exact, dtype=np.float64)
+    return bounds
+
+
+def softmax_step_error(
+    logits: Float64Array,
+    logit_error: Float64Array,
+    weights: Float64Array,
+    allowed: npt.NDArray[np.bool_],
+    precision: Precision,
+) -> Float64Array:
+    """Bound on a stored softmax over ``allowed`` of logits off by ``logit_error``."""
+    error = _softmax_error(logits, logit_error, weights, allowed, precision, per_row=True)
+    return error + unit_roundoff(precision.storage) * weights
+
+
+def weighted_sum_error(
+    weights: Float64Array, values: Float64Array, context: Float64Array, precision: Precision
+) -> Float64Array:
+    """Bound on ``weights @ values`` from exact inputs (``values``: the rows that are read)."""
+    t_k = weights.shape[-1]
+    magnitude = np.abs(weights) @ np.abs(values)
+    return _gamma(t_k, precision.accumulation) * magnitude + unit_roundoff(
+        precision.storage
+    ) * np.abs(context)
+
+
+def _tanh_error(pre: Float64Array, pre_error: Float64Array, precision: Precision) -> Float64Array:
+    """Bound on ``tanh`` of a pre-activation off by ``pre_error``, before storage."""
+    slope = 1.0 - np.tanh(np.maximum(np.abs(pre) - pre_error, 0.0)) ** 2
+    h = np.abs(np.tanh(pre))
+    return slope * pre_error + (EXP_ULPS * unit_roundoff(precision.accumulation)) * h
+
+
+def dense_tanh_error(
+    weight: Float64Array,
+    inputs: Float64Array,
+    bias: Float64Array | None,
+    precision: Precision,
+) -> Float64Array:
+    """Bound on ``tanh(inputs @ weight.T + bias)`` from exact inputs, stored.
+
+    ``weight`` is ``[d_h, n]``, ``inputs`` ``[..., n]``.
+    """
+    n = weight.shape[-1]
+    pre = inputs @ weight.T + (0.0 if bias is None else bias)
+    magnitude = np.abs(inputs) @ np.abs(weight).T + (0.0 if bias is None else np.abs(bias))
+    pre_error = _gamma(n + 1, precision.accumulation) * magnitude
+    pre_error = pre_error + precision.rounds_between * np.abs(pre)
+    error = _tanh_error(pre, pre_error, precision)
+    return error + unit_roundoff(precision.storage) * np.abs(np.tanh(pre))
+
+
+def dense_logit_error(
+    weight: Float64Array, inputs: Float64Array, bias: Float64Array | None, precision: Precision
+) -> Float64Array:
+    """Bound on the logits ``inputs @ weight.T + bias`` as a softmax reads them."""
+    n = weight.shape[-1]
+    logits = inputs @ weight.T + (0.0 if bias is None else bias)
+    magnitude = np.abs(inputs) @ np.abs(weight).T + (0.0 if bias is None else np.abs(bias))
+    result: Float64Array = _gamma(n + 1, precision.accumulation) * magnitude
+    return result + precision.rounds_between * np.abs(logits)
+
+
+def position_error(
+    query: Float64Array,
+    weight: Float64Array,
+    vector: Float64Array,
+    source_length: int,
+    precision: Precision,
+) -> Float64Array:
+    """Bound on ``(S - 1) sigmoid(v . tanh(W s))`` from exact inputs, stored (``[..., Tq]``)."""
+    acc = precision.accumulation
+    u_a = unit_roundoff(acc)
+    between = precision.rounds_between
+    d_q, d_p = weight.shape[-1], weight.shape[0]
+    pre = query @ weight.T  # [..., Tq, d_p]
+    pre_error = _gamma(d_q, acc) * (np.abs(query) @ np.abs(weight).T) + between * np.abs(pre)
+    hidden = np.tanh(pre)
+    hidden_error = _tanh_error(pre, pre_error, precision) + between * np.abs(hidden)
+    logit = hidden @ vector  # [..., Tq]
+    abs_v = np.abs(vector)
+    logit_error = (
+        hidden_error @ abs_v + _gamma(d_p, acc) * (np.abs(hidden) @ abs_v) + between * np.abs(logit)
+    )
+    with np.errstate(over="ignore"):
+        sigma = 1.0 / (1.0 + np.exp(-logit))
+        slope = sigma / (1.0 + np.exp(logit))  # sigma(y) sigma(-y), no cancellation
+        widest = np.minimum(0.25, slope * np.exp(2 * np.minimum(logit_error, 350.0)))
+    moved = np.minimum(widest * logit_error, 1.0)
+    scale = source_length - 1
+    error = scale * (moved + (EXP_ULPS + 3) * u_a * (sigma + moved))
+    result: Float64Array = error + unit_roundoff(precision.storage) * scale * sigma
+    return result

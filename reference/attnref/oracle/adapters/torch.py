@@ -1,4 +1,5 @@
-"""Adapters for PyTorch implementations: SDPA-form callables and ``nn.MultiheadAttention``."""
+"""Adapters for PyTorch implementations: SDPA-form callables, ``nn.MultiheadAttention``, and
+callables of a step function (the local distributions, the scores, ...)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import numpy as np
 import torch
 
 from attnref.oracle.conventions import Conventions, Feature
-from attnref.oracle.protocol import Case, Float64Array, Function, Output, ScoreForm
+from attnref.oracle.expected import positional_names
+from attnref.oracle.protocol import STEPS, Case, Float64Array, Function, Output, ScoreForm, Step
 from attnspec.errors import ArgumentError
 
-__all__ = ["DEFAULT_SDPA_FEATURES", "TorchMultiheadAttention", "TorchSDPA", "torch_dtype"]
+__all__ = [
+    "DEFAULT_SDPA_FEATURES",
+    "STEP_FEATURES",
+    "TorchMultiheadAttention",
+    "TorchSDPA",
+    "TorchStep",
+    "torch_dtype",
+]
 
 _SDPA_NAMES = ("query", "key", "value")
 
@@ -465,3 +474,133 @@ class TorchMultiheadAttention:
             t = x.shape[1]
             grads[name] = _numpy(x.grad.reshape(b, t, h, d).transpose(1, 2))
         return grads
+
+
+def _step_features(step: Step) -> frozenset[Feature]:
+    """A step's features: a mask where it takes one, the scale override, and gradients for
+    the local distributions (the steps whose gradients the oracle checks)."""
+    found: set[Feature] = set()
+    if step in ("local_m_distribution", "local_p_distribution"):
+        found |= {"bool_mask", "gradients"}
+    if step == "attention_distribution":
+        found.add("bool_mask")
+    if step == "attention_distribution":
+        found.add("additive_mask")
+    if step == "score_scaled_dot":
+        found.add("scale")
+    return frozenset(found)
+
+
+STEP_FEATURES: dict[Step, frozenset[Feature]] = {step: _step_features(step) for step in STEPS}
+"""What a step function of the spec offers: a mask where it takes one, a scale override for
+``score_scaled_dot``, and gradients for the local distributions (the other steps' gradients
+are checked through the composites, ``input.gradient``)."""
+
+
+@dataclass(frozen=True)
+class TorchStep:
+    """A PyTorch callable of a step function's form, checked as that spec function.
+
+    The callable takes the spec function's positional arrays as tensors, in
+    the spec's order and layout (an optional one, such as ``b_c``, left out
+    when the case has none), and its keyword options (``half_width``,
+    ``source_length``, ``scale``) and ``mask=`` when the case has them; it
+    returns one tensor. So ``attnref.torch.local_m_distribution`` is
+    ``TorchStep(attnref.torch.local_m_distribution, "local_m_distribution")``,
+    which :meth:`twin` builds.
+
+    >>> import attnref.torch
+    >>> impl = TorchStep(attnref.torch.local_p_distribution, "local_p_distribution")
+    >>> sorted(impl.features)
+    ['bool_mask', 'gradients']
+
+    Attributes
+    ----------
+    fn
+        The callable.
+    function
+        The step function it implements (:data:`~attnref.oracle.protocol.Step`).
+    name, dtype, device, conventions
+        As for :class:`TorchSDPA`; ``conventions.accumulation`` says where
+        its sums and exponentials are computed (a kernel working entirely in
+        a 16-bit dtype declares that dtype).
+    offered
+        The features it offers, or ``None`` for the function's defaults
+        (:data:`STEP_FEATURES`).
+    """
+
+    fn: Callable[..., Any]
+    function: Step
+    name: str = "torch-step"
+    dtype: str = "float64"
+    device: str = "cpu"
+    conventions: Conventions = field(default_factory=Conventions)
+    offered: frozenset[Feature] | None = None
+
+    framework = "torch"
+    score_form: ScoreForm | None = None
+
+    @classmethod
+    def twin(
+        cls, function: Step, /, *, dtype: str = "float64", conventions: Conventions | None = None
+    ) -> TorchStep:
+        """The PyTorch twin's ``function``; it computes in ``dtype`` itself unless told otherwise.
+
+        >>> TorchStep.twin("local_m_distribution", dtype="bfloat16").conventions.accumulation
+        'bfloat16'
+        """
+        import attnref.torch as twin
+
+        declared = conventions or Conventions.declare(accumulation=dtype)  # type: ignore[arg-type]
+        return cls(
+            getattr(twin, function),
+            function,
+            name=f"attnref.torch.{function}",
+            dtype=dtype,
+            conventions=declared,
+        )
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        """The features it offers (:attr:`offered`, or the function's defaults)."""
+        return STEP_FEATURES[self.function] if self.offered is None else self.offered
+
+    def _tensor(self, a: Any) -> torch.Tensor:
+        t = _own(a)
+        if t.dtype == torch.bool:
+            return t.to(self.device)
+        return t.to(device=self.device, dtype=torch_dtype(self.dtype))
+
+    def _inputs(self, case: Case) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        names = [n for n in positional_names(self.function) if n in case.arrays]
+        tensors = {n: self._tensor(case.arrays[n]) for n in names}
+        kwargs: dict[str, Any] = dict(case.options)
+        if case.mask is not None:
+            mask = self._tensor(case.mask)
+            if mask.dtype == torch.bool and self.conventions.mask_polarity == "ignore":
+                mask = ~mask
+            kwargs["mask"] = mask
+        return tensors, kwargs
+
+    def forward(self, case: Case, /) -> Output:
+        """Run the callable on its own copies of the case's arrays."""
+        tensors, kwargs = self._inputs(case)
+        arguments = dict(tensors)
+        if "mask" in kwargs:
+            arguments["mask"] = kwargs["mask"]
+        before = {n: t.clone() for n, t in arguments.items()}
+        with torch.no_grad():
+            result = self.fn(*tensors.values(), **kwargs)
+        return Output(_numpy(result), None, _name(result.dtype), _changed(arguments, before))
+
+    def vjp(self, case: Case, cotangent: Float64Array, /) -> Mapping[str, Float64Array]:
+        """Gradients by autograd of ``sum(result * cotangent)`` w.r.t. each array."""
+        tensors, kwargs = self._inputs(case)
+        leaves = {n: t.detach().requires_grad_(True) for n, t in tensors.items()}
+        result = self.fn(*(leaf.clone() for leaf in leaves.values()), **kwargs)
+        c = torch.from_numpy(cotangent).to(self.device)
+        torch.autograd.backward((result.to(torch.float64) * c).sum())
+        return {
+            n: _numpy(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf))
+            for n, leaf in leaves.items()
+        }
