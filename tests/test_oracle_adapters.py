@@ -9,6 +9,7 @@ import numpy as np
 import attnref
 from attnref.oracle import Feature, check_implementation
 from attnref.oracle.adapters.numpy import NumpySDPA
+from attnref.oracle.conventions import RESTRICTIONS
 from attnref.vjp import vjp_scaled_dot_product_attention
 
 EXAMPLES = 20
@@ -23,7 +24,8 @@ def reference_vjp(q: Any, k: Any, v: Any, cotangent: Any, **kwargs: Any) -> dict
     return {"query": grads.query, "key": grads.key, "value": grads.value}
 
 
-EXTRA: frozenset[Feature] = frozenset({"causal_with_mask", "gradients"})
+# the reference takes the restrictions too (softcap, window, query_offset, key_lengths)
+EXTRA: frozenset[Feature] = RESTRICTIONS | {"causal_with_mask", "gradients"}
 FEATURES = NumpySDPA(attnref.scaled_dot_product_attention).features | EXTRA
 
 

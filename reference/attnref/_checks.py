@@ -14,7 +14,7 @@ from typing import Literal
 
 from attnspec.errors import ArgumentError, DTypeError, ShapeError
 
-DTypeKind = Literal["real", "complex", "bool", "other"]
+DTypeKind = Literal["real", "complex", "bool", "integer", "other"]
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,15 @@ def scale_value(func: str, scale: object, /) -> float | None:
     return value
 
 
-def scale_representable(func: str, value: float, dtype: str, finite: bool, /) -> None:
-    """Reject a scale that overflows the result dtype (``input.scale-finite``).
+def representable(func: str, name: str, value: float, dtype: str, finite: bool, /) -> None:
+    """Reject a scale or softcap that overflows the result dtype (``input.scale-finite``,
+    ``sdpa.arguments``).
 
-    ``finite`` says whether the scale, converted to ``dtype``, is still finite.
+    ``finite`` says whether the number, converted to ``dtype``, is still finite.
     """
     if not finite:
         raise ArgumentError(
-            f"scale must be finite in the result dtype {dtype} for {func}; got {value}"
+            f"{name} must be finite in the result dtype {dtype} for {func}; got {value}"
         )
 
 
@@ -223,3 +224,109 @@ def mask_broadcasts(func: str, info: ArrayInfo, target: tuple[int, ...], /) -> t
             f"got shape {info.shape}"
         )
     return shape
+
+
+def softcap_value(func: str, softcap: object, /) -> float | None:
+    """A finite real softcap greater than 0, or ``None`` (``sdpa.softcap``)."""
+    if softcap is None:
+        return None
+    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
+        raise DTypeError(
+            f"softcap must be a real number or None for {func}; got {type(softcap).__name__}"
+        )
+    value = float(softcap)
+    if not (math.isfinite(value) and value > 0):
+        raise ArgumentError(
+            f"softcap must be finite and greater than 0 for {func} (None: no softcap); got {value}"
+        )
+    return value
+
+
+def window_value(func: str, window: object, /) -> tuple[int | None, int | None] | None:
+    """``None`` or ``(left, right)`` of ints at least 0 or ``None`` (``sdpa.window``)."""
+    if window is None:
+        return None
+    if not isinstance(window, tuple | list) or len(window) != 2:
+        raise ArgumentError(
+            f"window must be a pair (left, right) of ints >= 0 or None for {func}; got {window!r}"
+        )
+    sides: list[int | None] = []
+    for name, side in zip(("left", "right"), window, strict=True):
+        sides.append(None if side is None else integer(func, f"window {name}", side, minimum=0))
+    return sides[0], sides[1]
+
+
+def per_batch_integers(
+    func: str,
+    info: ArrayInfo,
+    values: tuple[int, ...],
+    batch: tuple[int, ...],
+    /,
+    *,
+    scalar_ok: bool,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int | tuple[int, ...]:
+    """An int (when ``scalar_ok``) or one int per item of the first batch axis.
+
+    ``info`` describes the argument and ``values`` are its entries in order;
+    ``batch`` is the broadcast batch shape of the call (``sdpa.query-offset``,
+    ``sdpa.key-lengths``).
+    """
+    expected = "an int or an integer array [B]" if scalar_ok else "an integer array [B]"
+    if info.kind != "integer":
+        raise DTypeError(f"{info.name} must be {expected} for {func}; got {info.dtype}")
+    if info.shape == () and scalar_ok:
+        result: int | tuple[int, ...] = values[0]
+    elif len(info.shape) == 1 and len(batch) >= 1 and info.shape[0] == batch[0]:
+        result = values
+    else:
+        wanted = f"[{batch[0]}] (the first batch axis)" if batch else "a scalar"
+        raise ShapeError(f"{info.name} must have shape {wanted} for {func}; got shape {info.shape}")
+    for value in values:
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"[{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+            raise ArgumentError(f"{info.name} must lie in {bounds} for {func}; got {value}")
+    return result
+
+
+@dataclass(frozen=True)
+class Restrictions:
+    """The checked structural options of SDPA beyond the causal flag (see ``attnref.masking``)."""
+
+    window: tuple[int | None, int | None] | None = None
+    query_offset: int | tuple[int, ...] | None = None
+    key_lengths: tuple[int, ...] | None = None
+
+
+def restrictions(
+    func: str,
+    batch: tuple[int, ...],
+    t_k: int,
+    alignment: str,
+    /,
+    *,
+    window: object,
+    query_offset: tuple[ArrayInfo, tuple[int, ...]] | None,
+    key_lengths: tuple[ArrayInfo, tuple[int, ...]] | None,
+) -> Restrictions:
+    """Check ``window``, ``query_offset`` and ``key_lengths`` of one call (``sdpa.arguments``).
+
+    ``query_offset`` and ``key_lengths`` come described by the backend as
+    ``(info, entries)``; ``batch`` is the call's broadcast batch shape.
+    """
+    offset = None
+    if query_offset is not None:
+        if alignment == "bottom_right":
+            raise ArgumentError(
+                f"query_offset and causal_alignment='bottom_right' both say where query row 0 "
+                f"sits on the key axis for {func}; give one of them"
+            )
+        offset = per_batch_integers(func, *query_offset, batch, scalar_ok=True)
+    lengths = None
+    if key_lengths is not None:
+        checked = per_batch_integers(
+            func, *key_lengths, batch, scalar_ok=False, minimum=0, maximum=t_k
+        )
+        lengths = checked if isinstance(checked, tuple) else (checked,)
+    return Restrictions(window_value(func, window), offset, lengths)

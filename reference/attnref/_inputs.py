@@ -21,7 +21,13 @@ SEQUENCE = "[..., T, d]"
 
 def describe(name: str, x: npt.NDArray[Any], /) -> _checks.ArrayInfo:
     """The backend-neutral description of a NumPy array."""
-    kinds: dict[str, _checks.DTypeKind] = {"f": "real", "c": "complex", "b": "bool"}
+    kinds: dict[str, _checks.DTypeKind] = {
+        "f": "real",
+        "c": "complex",
+        "b": "bool",
+        "i": "integer",
+        "u": "integer",
+    }
     return _checks.ArrayInfo(name, tuple(x.shape), kinds.get(x.dtype.kind, "other"), str(x.dtype))
 
 
@@ -100,3 +106,12 @@ def finite(
 def result_dtype(*arrays: Array) -> np.dtype[Any]:
     """The promoted dtype of the floating arguments (``input.result-dtype``)."""
     return np.result_type(*arrays)
+
+
+def integers(name: str, x: object, /) -> tuple[_checks.ArrayInfo, tuple[int, ...]]:
+    """The description of an integer argument (a Python int or an array) and its entries."""
+    if isinstance(x, bool):
+        return _checks.ArrayInfo(name, (), "bool", "bool"), ()
+    a = np.asarray(x)
+    values = tuple(int(v) for v in a.ravel()) if a.dtype.kind in "iu" else ()
+    return describe(name, a), values

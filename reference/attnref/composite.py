@@ -18,12 +18,14 @@ from attnref.scores import (
     score_scaled_dot,
 )
 from attnref.value import attention_value
-from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
+from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind, Window
 
 __all__ = ["attention", "scaled_dot_product_attention"]
 
 
 ScoreFn = Callable[[Array, Array], Array]
+
+_NO_RESTRICTIONS = _checks.Restrictions()
 
 
 def _allowed(
@@ -37,8 +39,10 @@ def _allowed(
     names: tuple[str, str, str],
     is_causal: bool = False,
     alignment: CausalAlignment = "top_left",
+    restrict: _checks.Restrictions = _NO_RESTRICTIONS,
 ) -> tuple[BoolArray, Array | None]:
-    """The mask, validated once, and the causal flag as ``(allowed [..., Tq, Tk], bias)``.
+    """The mask, validated once, the causal flag and the checked structural options, as
+    ``(allowed [..., Tq, Tk], bias)``.
 
     ``bias`` is the additive mask (``None`` for a boolean mask or none); it is
     read only where ``allowed`` is True.
@@ -46,13 +50,21 @@ def _allowed(
     batch = _checks.broadcast_shapes(
         func, (names[0], q.shape[:-2]), (names[1], k.shape[:-2]), (names[2], v.shape[:-2])
     )
-    target = (*batch, q.shape[-2], k.shape[-2])
-    mask_allowed, bias = None, None
-    if mask is not None:
-        mask_allowed, bias, target = _inputs.mask(func, mask, target)
+    # Note: the structural patterns are laid out on the sequences' batch shape, so a
+    # per-batch key length or offset follows their first batch axis even when the
+    # mask adds leading dimensions.
     allowed = allowed_positions(
-        target, mask_allowed=mask_allowed, is_causal=is_causal, alignment=alignment
+        (*batch, q.shape[-2], k.shape[-2]),
+        is_causal=is_causal,
+        alignment=alignment,
+        window=restrict.window,
+        query_offset=restrict.query_offset,
+        key_lengths=restrict.key_lengths,
     )
+    bias = None
+    if mask is not None:
+        mask_allowed, bias, target = _inputs.mask(func, mask, allowed.shape)
+        allowed = np.broadcast_to(allowed, target) & mask_allowed
     return allowed, bias
 
 
@@ -158,6 +170,10 @@ def scaled_dot_product_attention(
     causal_alignment: CausalAlignment = "top_left",
     scale: Scale | None = None,
     enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | Array | None = None,
+    key_lengths: Array | None = None,
 ) -> tuple[Array, Array]:
     """Scaled dot-product attention; see :func:`attnspec.scaled_dot_product_attention`."""
     func = "scaled_dot_product_attention"
@@ -167,6 +183,7 @@ def scaled_dot_product_attention(
         func, "causal_alignment", causal_alignment, ("top_left", "bottom_right")
     )
     lam = _checks.scale_value(func, scale)
+    cap = _checks.softcap_value(func, softcap)
     q = _inputs.sequence(func, "query", query, "[..., Tq, d]")
     k = _inputs.sequence(func, "key", key, "[..., Tk, d]")
     v = _inputs.sequence(func, "value", value, "[..., Tk, d_v]")
@@ -180,6 +197,20 @@ def scaled_dot_product_attention(
         # np.repeat repeats each head g times in place, like torch.repeat_interleave.
         k = np.repeat(k, group, axis=-3)  # [..., Hq, Tk, d]
         v = np.repeat(v, group, axis=-3)  # [..., Hq, Tk, d_v]
+    batch = _checks.broadcast_shapes(
+        func, ("query", q.shape[:-2]), ("key", k.shape[:-2]), ("value", v.shape[:-2])
+    )
+    restrict = _checks.restrictions(
+        func,
+        batch,
+        k.shape[-2],
+        alignment,
+        window=window,
+        query_offset=None
+        if query_offset is None
+        else _inputs.integers("query_offset", query_offset),
+        key_lengths=None if key_lengths is None else _inputs.integers("key_lengths", key_lengths),
+    )
     allowed, bias = _allowed(
         func,
         q,
@@ -189,15 +220,21 @@ def scaled_dot_product_attention(
         names=("query", "key", "value"),
         is_causal=causal,
         alignment="bottom_right" if alignment == "bottom_right" else "top_left",
+        restrict=restrict,
     )
+
+    def score(qq: Array, kk: Array) -> Array:
+        s = score_scaled_dot(qq, kk, scale=lam)  # [..., Tq, Tk]
+        if cap is None:
+            return s
+        with np.errstate(over="ignore"):
+            c = np.asarray(cap, dtype=s.real.dtype)
+        _checks.representable(func, "softcap", cap, str(c.dtype), bool(np.isfinite(c)))
+        # Note: the cap applies to the scaled scores before any mask (sdpa.softcap):
+        # an additive mask added afterwards keeps -inf at its disallowed keys.
+        capped: Array = c * np.tanh(s / c)
+        return capped
+
     return _attend(
-        func,
-        q,
-        k,
-        v,
-        allowed,
-        bias,
-        lambda qq, kk: score_scaled_dot(qq, kk, scale=lam),
-        keys_read=True,
-        names=("query", "key", "value"),
+        func, q, k, v, allowed, bias, score, keys_read=True, names=("query", "key", "value")
     )

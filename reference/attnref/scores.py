@@ -51,7 +51,7 @@ def score_scaled_dot(query: Array, keys: Array, /, *, scale: Scale | None = None
     # call stays float32 (a float64 NumPy scalar would promote it under NEP 50).
     with np.errstate(over="ignore"):  # an overflowing scale is refused just below
         lam = np.asarray(value, dtype=np.result_type(q, k).type(0).real.dtype)
-    _checks.scale_representable(func, value, str(lam.dtype), bool(np.isfinite(lam)))
+    _checks.representable(func, "scale", value, str(lam.dtype), bool(np.isfinite(lam)))
     # Note: the queries are scaled before the product, as FlashAttention does:
     # with the usual scale < 1 the product cannot overflow where the scaled
     # score is finite (distribution.stable).

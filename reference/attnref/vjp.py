@@ -61,7 +61,7 @@ from attnref.scores import (
 )
 from attnref.value import attention_value, concatenate_context
 from attnspec.errors import ShapeError
-from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind
+from attnspec.typing import Array, BoolArray, CausalAlignment, Mask, Scale, ScoreKind, Window
 
 __all__ = [
     "VJPS",
@@ -813,6 +813,21 @@ def vjp_attention(
     )
 
 
+def _capped(backward: ScoreBackward, lam: Array, softcap: float | None, /) -> ScoreBackward:
+    """The score VJP through ``c * tanh(s / c)`` of the scaled score ``s`` (``sdpa.softcap``)."""
+    if softcap is None:
+        return backward
+
+    def capped(q: Array, k: Array, c: Array) -> tuple[Array, ...]:
+        # Note: s is recomputed from the read rows the forward used (unread rows
+        # are 0 here), and the bar is 0 wherever c is, so nothing unread leaks in.
+        s = lam * (q @ _t(k))  # [..., Tq, Tk]
+        th = np.tanh(s / softcap)
+        return backward(q, k, c * (1 - th * th))
+
+    return capped
+
+
 def vjp_scaled_dot_product_attention(
     query: Array,
     key: Array,
@@ -824,6 +839,10 @@ def vjp_scaled_dot_product_attention(
     causal_alignment: CausalAlignment = "top_left",
     scale: Scale | None = None,
     enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | Array | None = None,
+    key_lengths: Array | None = None,
     cotangent: tuple[Array, Array],
 ) -> ScaledDotProductAttentionGrads:
     r"""VJP of :func:`attnref.scaled_dot_product_attention`; ``cotangent`` is a pair.
@@ -836,6 +855,11 @@ def vjp_scaled_dot_product_attention(
     With ``enable_gqa`` the forward repeats each key/value head ``g = Hq / Hk``
     times in place; the adjoint of that repeat sums the ``g`` query heads of
     each group: :math:`\bar K_h = \sum_{r < g} \bar K^{\text{rep}}_{hg + r}`.
+    With ``softcap`` :math:`c` the scores are :math:`t = c \tanh(s / c)`, so the
+    bar of the scaled score is :math:`\bar s = \bar t\,(1 - \tanh^2(s / c))`.
+    The window, the query offset and the key lengths only restrict which keys
+    are allowed: they enter through the forward's weights (zero where
+    disallowed) and are not differentiated.
     """
     context, weights = scaled_dot_product_attention(
         query,
@@ -846,6 +870,10 @@ def vjp_scaled_dot_product_attention(
         causal_alignment=causal_alignment,
         scale=scale,
         enable_gqa=enable_gqa,
+        softcap=softcap,
+        window=window,
+        query_offset=query_offset,
+        key_lengths=key_lengths,
     )
     c_context, c_weights = _pair("scaled_dot_product_attention", cotangent, context, weights)
     q, k, v = np.asarray(query), np.asarray(key), np.asarray(value)
@@ -860,7 +888,7 @@ def vjp_scaled_dot_product_attention(
         weights,
         c_context,
         c_weights,
-        _score_backward("scaled_dot", q.shape[-1], lam),
+        _capped(_score_backward("scaled_dot", q.shape[-1], lam), lam, softcap),
     )
     g_k = _sum_to(g_k, k_rep.shape)  # [..., Hq, Tk, d] or [..., Tk, d]
     g_v = _sum_to(g_v, v_rep.shape)  # [..., Hq, Tk, d_v] or [..., Tk, d_v]

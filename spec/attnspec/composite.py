@@ -12,7 +12,7 @@ can be checked.
 from __future__ import annotations
 
 from attnspec.clauses import REFERENCE_ERRORS, Clause, specifies
-from attnspec.typing import Array, CausalAlignment, Mask, Scale, ScoreKind
+from attnspec.typing import Array, CausalAlignment, Mask, Scale, ScoreKind, Window
 
 __all__ = ["attention", "scaled_dot_product_attention"]
 
@@ -158,6 +158,59 @@ def attention(
             "error for an unknown value is the reference's Python API."
         ),
     ),
+    Clause(
+        "sdpa.softcap",
+        r"With ``softcap`` :math:`c`, every scaled score :math:`s_{ij}` becomes "
+        r":math:`c \tanh(s_{ij} / c)` before any mask applies: the additive mask is added to "
+        r"the capped score, so a key it disallows keeps :math:`-\infty`, and the boolean, "
+        "causal, window and key-length restrictions exclude exactly the keys they exclude "
+        r"without a cap. (Capping after the mask would turn :math:`-\infty` into :math:`-c` "
+        "and give disallowed keys weight.) ``None`` applies no cap.",
+    ),
+    Clause(
+        "sdpa.query-offset",
+        r"Query row ``i`` sits at key-axis position :math:`i' = i + o`, from which the causal "
+        "mask and the window are measured. The offset :math:`o` is ``query_offset`` when it "
+        "is given (an ``int``, or one per item of the first batch axis); otherwise it is "
+        r":math:`0` for ``causal_alignment='top_left'`` and :math:`T_k - T_q` for "
+        r"``'bottom_right'``, where :math:`L_b - T_q` replaces :math:`T_k - T_q` when "
+        "``key_lengths`` are given, so each batch item's last query sees its own last valid "
+        r"key. With ``is_causal=True`` key ``j`` is allowed exactly when :math:`j \le i'`.",
+    ),
+    Clause(
+        "sdpa.window",
+        "With ``window=(left, right)``, key ``j`` is allowed for query ``i`` exactly when "
+        r":math:`i' - \text{left} \le j \le i' + \text{right}`; a side that is ``None`` "
+        "is unbounded. Sliding-window causal attention is ``is_causal=True, "
+        "window=(w, 0)``; local-m attention (:func:`local_m_distribution`) is the window "
+        "``(D, D)`` at offset 0 without the causal flag.",
+    ),
+    Clause(
+        "sdpa.key-lengths",
+        r"With ``key_lengths`` :math:`L` (``[B]`` integers in :math:`[0, T_k]`, for the first "
+        r"batch axis and broadcast over the others), key ``j`` is allowed for batch item "
+        r"``b`` only when :math:`j < L_b`: padding, variable-length batches and the unused "
+        "tail of a static key/value cache. A row left with no allowed key follows "
+        "``distribution.fully-masked-row``.",
+    ),
+    Clause(
+        "sdpa.restrictions-combine",
+        "The mask, the causal flag, the window and the key lengths restrict together: a key "
+        "is allowed only when every one given allows it.",
+    ),
+    Clause(
+        "sdpa.arguments",
+        "``softcap`` is a finite real number greater than 0; ``window`` a pair of ``int`` "
+        "at least 0 or ``None``; ``query_offset`` an ``int`` or an integer array ``[B]``; "
+        "``key_lengths`` an integer array ``[B]`` with entries in :math:`[0, T_k]`, where "
+        "``B`` is the first batch axis of query, key and value; ``query_offset`` together "
+        "with ``causal_alignment='bottom_right'`` names two offsets. Anything else raises "
+        ":class:`~attnspec.errors.ArgumentError`, :class:`~attnspec.errors.DTypeError` "
+        "or :class:`~attnspec.errors.ShapeError`.",
+        "raises",
+        scope="reference",
+        scope_reason=REFERENCE_ERRORS,
+    ),
 )
 def scaled_dot_product_attention(
     query: Array,
@@ -170,6 +223,10 @@ def scaled_dot_product_attention(
     causal_alignment: CausalAlignment = "top_left",
     scale: Scale | None = None,
     enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | Array | None = None,
+    key_lengths: Array | None = None,
 ) -> tuple[Array, Array]:
     r"""Scaled dot-product attention over query, key and value.
 
@@ -181,8 +238,18 @@ def scaled_dot_product_attention(
 
     Vaswani et al. (2017), eq. (1), with an additive or boolean mask
     :math:`M`, causal masks in both alignments, and grouped query heads
-    (Ainslie et al. 2023). Dropout is not part of the spec: this is the
-    inference-time function.
+    (Ainslie et al. 2023); the restrictions of current kernels: a score cap
+    (Gemma 2, Team et al. 2024), sliding windows (Beltagy et al. 2020,
+    Longformer), key lengths for padded batches and key/value caches, and an
+    explicit query offset for a cache whose new keys outnumber the new
+    queries. A key/value cache is keys and values concatenated, with
+    ``causal_alignment='bottom_right'`` or the past length as
+    ``query_offset``.
+
+    Dropout is not part of the spec: it draws random numbers, so its result
+    is a distribution rather than a value that two implementations could be
+    compared on, and it exists only in training; this is the inference-time
+    function, which a dropout implementation equals at rate 0.
 
     Parameters
     ----------
@@ -198,12 +265,26 @@ def scaled_dot_product_attention(
     is_causal
         Add the causal mask of ``causal_alignment``.
     causal_alignment
-        ``'top_left'`` or ``'bottom_right'``; matters only when ``Tq != Tk``.
+        ``'top_left'`` or ``'bottom_right'``: where query row 0 sits on the key
+        axis, for the causal mask and the window (``sdpa.query-offset``);
+        matters only when ``Tq != Tk`` or with ``key_lengths``.
     scale
         Finite real factor; ``None`` means :math:`1/\sqrt{d}`.
     enable_gqa
         Treat axis ``-3`` as heads and share each key/value head among
         ``Hq / Hk`` consecutive query heads.
+    softcap
+        Cap ``c > 0``: scores become ``c * tanh(scores / c)`` before any
+        mask; ``None`` for none.
+    window
+        ``(left, right)`` keys before and after each query's key-axis
+        position; ``None`` on a side is unbounded, ``None`` for no window.
+    query_offset
+        Key-axis position of query row 0, an ``int`` or ``[B]`` integers;
+        ``None`` takes it from ``causal_alignment``.
+    key_lengths
+        ``[B]`` integers: keys ``j >= key_lengths[b]`` are disallowed for
+        batch item ``b``.
 
     Returns
     -------
@@ -220,7 +301,9 @@ def scaled_dot_product_attention(
         If an array is not floating, the mask neither boolean nor real
         floating, or ``is_causal``/``enable_gqa`` not a ``bool``.
     ArgumentError
-        If ``scale`` is not finite or ``causal_alignment`` is unknown.
+        If ``scale`` is not finite, ``causal_alignment`` is unknown, or
+        ``softcap``, ``window``, ``query_offset`` or ``key_lengths`` is out
+        of range (``sdpa.arguments``).
     NonFiniteInputError
         If a read position holds NaN or an infinity.
     """

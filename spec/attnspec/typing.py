@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Array", "BoolArray", "CausalAlignment", "Mask", "Scale", "ScoreKind"]
+__all__ = ["Array", "BoolArray", "CausalAlignment", "Mask", "Scale", "ScoreKind", "Window"]
 
 Array: TypeAlias = npt.NDArray[np.inexact[Any]]
 """A floating (or, for complex-step differentiation, complex) array."""
@@ -32,3 +32,7 @@ ScoreKind: TypeAlias = Literal["dot", "scaled_dot", "general", "concat", "additi
 
 CausalAlignment: TypeAlias = Literal["top_left", "bottom_right"]
 """Where the causal diagonal sits when ``Tq != Tk`` (see ``sdpa.causal-top-left``)."""
+
+Window: TypeAlias = tuple[int | None, int | None]
+"""``(left, right)``: how many keys before and after its key-axis position a query may see
+(``None``: unbounded on that side; see ``sdpa.window``)."""

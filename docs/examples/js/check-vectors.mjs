@@ -13,7 +13,8 @@
 // attention_distribution (boolean or additive mask, fully masked rows give zero),
 // attention_value, attention with score "dot" or "scaled_dot", and
 // scaled_dot_product_attention (causal in both alignments, grouped query heads).
-// Cases with complex inputs or other score kinds are skipped and counted.
+// Cases with complex inputs, other score kinds or the restrictions (softcap,
+// window, query_offset, key_lengths) are skipped and counted.
 
 import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -388,6 +389,9 @@ function repeatHeads(a, group) {
 
 export function scaledDotProductAttention(query, key, value, options = {}) {
   const { mask = null, is_causal = false, causal_alignment = "top_left", enable_gqa = false } = options;
+  for (const name of ["softcap", "window", "query_offset", "key_lengths"]) {
+    if (options[name] !== undefined && options[name] !== null) throw new Unsupported(name);
+  }
   const causal = flag("is_causal", is_causal);
   const grouped = flag("enable_gqa", enable_gqa);
   if (causal_alignment !== "top_left" && causal_alignment !== "bottom_right") {

@@ -17,11 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from attnref.oracle.protocol import Case, Float64Array, Implementation
 from attnref.oracle.rounding import round_to
 from attnref.oracle.tolerance import unit_roundoff
+from attnspec.typing import CausalAlignment
 
 __all__ = [
     "Draw",
@@ -130,6 +132,10 @@ class Draw:
     long: bool = True
     positions: tuple[PositionStyle, ...] = ("grid", "off_grid", "edges")
     unequal_lengths: bool = False
+    softcap: bool | None = None
+    window: bool | None = None
+    query_offset: bool | None = None
+    key_lengths: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +325,7 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
     k = _values(rng, (*lead(sizes.heads_k), sizes.t_k, sizes.d), value_style, magnitude)
     v = _values(rng, (*lead(sizes.heads_k), sizes.t_k, sizes.d_v), value_style, 1.0)
 
+    restrictions = {} if seq2seq else _restrictions(draw, impl, spec, rng, sizes, causal)
     causal_allowed = None
     if causal:
         from attnref.masking import causal_mask
@@ -341,7 +348,7 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
                 poison = float(rng.choice([np.nan, np.inf, -np.inf]))
             else:
                 poison = POISON[dtype] * (1 + rng.random())
-            read = allowed if causal_allowed is None else allowed & causal_allowed
+            read = allowed & _structural(sizes, causal, alignment, restrictions, seq2seq=seq2seq)
             q, k, v = _poison(q, k, v, read, sizes, poison, seq2seq=seq2seq)
 
     options: dict[str, object] = {}
@@ -351,6 +358,7 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
         options["is_causal"] = True
     if gqa:
         options["enable_gqa"] = True
+    options.update(restrictions)
     names = ("query", "keys", "values") if seq2seq else ("query", "key", "value")
     arrays = {n: round_to(dtype, a) for n, a in zip(names, (q, k, v), strict=True)}
     if seq2seq:
@@ -360,7 +368,75 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
             options["score"] = form.kind
         if form is None or form.kind != "scaled_dot":
             options.pop("scale", None)
-    return Case(impl.function, arrays, mask, options)
+    case = Case(impl.function, arrays, mask, options)
+    if restrictions and unsupported:
+        # a window, an offset or key lengths may leave a row no key; such an
+        # implementation is only given cases where every row keeps one
+        assume(not case.fully_masked_rows(alignment).any())
+    return case
+
+
+def _restrictions(
+    draw: st.DrawFn,
+    impl: Implementation,
+    spec: Draw,
+    rng: np.random.Generator,
+    sizes: Sizes,
+    causal: bool,
+) -> dict[str, object]:
+    """The softcap, window, query offset and key lengths of a case, where offered.
+
+    Each is drawn on or off like any feature; the values come from the case's
+    seed. Windows reach from nothing (0) to past every key, offsets from before
+    the first key to past the last, lengths from 0 to ``Tk``.
+    """
+    features = impl.features
+    t_q, t_k = sizes.t_q, sizes.t_k
+    drawn: dict[str, object] = {}
+    if _flag(draw, spec.softcap, "softcap" in features):
+        # rounded to the dtype, so that the implementation and the truth cap alike
+        drawn["softcap"] = float(round_to(impl.dtype, np.array(rng.uniform(0.5, 30.0))))
+    if _flag(draw, spec.window, "window" in features):
+
+        def side() -> int | None:
+            return None if rng.random() < 0.25 else int(rng.integers(0, t_k + 2))
+
+        # a causal window is mostly the sliding window (w, 0)
+        right = 0 if causal and rng.random() < 0.5 else side()
+        drawn["window"] = (side(), right)
+    if _flag(draw, spec.query_offset, "query_offset" in features):
+        if rng.random() < 0.5:
+            drawn["query_offset"] = int(rng.integers(-t_q, t_k + 1))
+        else:
+            drawn["query_offset"] = tuple(
+                int(o) for o in rng.integers(-t_q, t_k + 1, size=sizes.batch)
+            )
+    if _flag(draw, spec.key_lengths, "key_lengths" in features):
+        drawn["key_lengths"] = tuple(int(n) for n in rng.integers(0, t_k + 1, size=sizes.batch))
+    return drawn
+
+
+def _structural(
+    sizes: Sizes,
+    causal: bool,
+    alignment: CausalAlignment,
+    restrictions: dict[str, object],
+    *,
+    seq2seq: bool,
+) -> npt.NDArray[np.bool_]:
+    """``[B, (H,) Tq, Tk]`` keys the causal flag and the restrictions allow."""
+    from attnref.masking import allowed_positions
+
+    lead = (sizes.batch,) if seq2seq else (sizes.batch, sizes.heads_q)
+    offset = restrictions.get("query_offset")
+    return allowed_positions(
+        (*lead, sizes.t_q, sizes.t_k),
+        is_causal=causal,
+        alignment="top_left" if offset is not None else alignment,
+        window=restrictions.get("window"),  # type: ignore[arg-type]
+        query_offset=offset,  # type: ignore[arg-type]
+        key_lengths=restrictions.get("key_lengths"),  # type: ignore[arg-type]
+    )
 
 
 def _scale(rng: np.random.Generator, style: ScaleStyle, dtype: str) -> float:

@@ -529,6 +529,39 @@ _SDPA_ONLY: tuple[dict[str, Any], ...] = (
         judges=_FORWARD,
         requires=frozenset({"gqa"}),
     ),
+    # the restrictions of current kernels; each is drawn with the others it offers, and
+    # large logits show a cap applied after the mask (it turns -inf into -c)
+    dict(
+        clause="sdpa.softcap",
+        draw=Draw(softcap=True, values=("normal", "large_logits"), masks=ORDINARY_MASKS),
+        judges=_FORWARD,
+        requires=frozenset({"softcap"}),
+    ),
+    dict(
+        clause="sdpa.window",
+        draw=Draw(window=True),
+        judges=_FORWARD,
+        requires=frozenset({"window"}),
+    ),
+    dict(
+        clause="sdpa.query-offset",
+        draw=Draw(query_offset=True, causal=True),
+        judges=_FORWARD,
+        requires=frozenset({"query_offset"}),
+        requires_any=frozenset({"causal", "window"}),
+    ),
+    dict(
+        clause="sdpa.key-lengths",
+        draw=Draw(key_lengths=True, masks=("none",)),
+        judges=_FORWARD,
+        requires=frozenset({"key_lengths"}),
+    ),
+    dict(
+        clause="sdpa.restrictions-combine",
+        draw=Draw(window=True, key_lengths=True, causal=True, masks=("bool", "additive")),
+        judges=_FORWARD,
+        requires_any=frozenset({"window", "key_lengths"}),
+    ),
 )
 
 _ATTENTION_ONLY: tuple[dict[str, Any], ...] = (

@@ -105,7 +105,9 @@ those keywords are passed to it:
   scale                a scale override
   is_causal, causal    the causal flag (with a mask too: both at once)
   enable_gqa           grouped query heads
-  **kwargs             all of the above by these names, but no additive masks
+  softcap, window, query_offset, key_lengths
+                       the spec's restrictions, by these names only
+  **kwargs             mask, scale, is_causal and enable_gqa, but no additive masks
 Gradients come from autograd. One call on a tiny case shows whether it returns
 the context or (context, weights); any other form is a usage error (exit 2).
 

@@ -58,16 +58,26 @@ Feature = Literal[
     "weights",
     "gradients",
     "distinct_value_dim",
+    "softcap",
+    "window",
+    "query_offset",
+    "key_lengths",
 ]
 """Optional capabilities: a scale override; boolean masks of any broadcastable
 shape; key-padding masks only (``[B, Tk]``); additive masks; a causal flag;
 the causal flag and a mask together; grouped query heads; returning the
-weights; gradients by the implementation's own autodiff; and values whose
-feature size differs from the keys'."""
+weights; gradients by the implementation's own autodiff; values whose
+feature size differs from the keys'; and the restrictions of current kernels,
+taken as the spec's keywords ``softcap``, ``window``, ``query_offset`` and
+``key_lengths`` (``sdpa.softcap``, ``sdpa.window``, ``sdpa.query-offset``,
+``sdpa.key-lengths``)."""
 
 
 FEATURES: tuple[Feature, ...] = get_args(Feature)
 """Every :data:`Feature`, in the order of its definition."""
+
+RESTRICTIONS: frozenset[Feature] = frozenset({"softcap", "window", "query_offset", "key_lengths"})
+"""The features that are keywords of the spec's SDPA beyond the classic ones."""
 
 
 @dataclass(frozen=True)

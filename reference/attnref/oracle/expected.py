@@ -89,7 +89,10 @@ def reference_call(
     kwargs = {
         **options,
         "mask": None if mask is None else convert(mask),
-        "causal_alignment": conventions.causal_alignment,
+        # an explicit query offset replaces the alignment's (sdpa.query-offset)
+        "causal_alignment": (
+            "top_left" if "query_offset" in options else conventions.causal_alignment
+        ),
     }
     return "scaled_dot_product_attention", positional, kwargs
 

@@ -190,7 +190,17 @@ def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observat
         additive = np.where(allowed, np.broadcast_to(case.mask, allowed.shape), 0.0)
     params = {n: a for n, a in case.arrays.items() if n not in case.names}
     kind = str(case.options.get("score", "scaled_dot"))
-    terms = score_terms(kind, q, k, params, _scale(case), additive, precision)
+    cap = case.options.get("softcap")
+    terms = score_terms(
+        kind,
+        q,
+        k,
+        params,
+        _scale(case),
+        additive,
+        precision,
+        softcap=None if cap is None else float(cap),  # type: ignore[arg-type]
+    )
     bounds = output_bounds(terms, truth.weights, v, truth.context, allowed, precision)
     observation = Observation(
         impl, case, precision, output, failure, truth, bounds, allowed, unread=None

@@ -163,19 +163,26 @@ class Case:
         return int(self.query.shape[-3] // self.key.shape[-3])
 
     def allowed(self, alignment: CausalAlignment, /) -> npt.NDArray[np.bool_]:
-        """``[..., Tq, Tk]`` positions that the mask and the causal flag allow."""
+        """``[..., Tq, Tk]`` positions that the mask, the causal flag and the restrictions
+        (``window``, ``query_offset``, ``key_lengths``) allow, as :mod:`attnref.masking`
+        derives them for the reference."""
         from attnref.masking import allowed_positions
 
         t_q, t_k = self.query.shape[-2], self.key.shape[-2]
-        shape = (*self.query.shape[:-2], t_q, t_k)
-        mask_allowed = None
+        offset = self.options.get("query_offset")
+        allowed = allowed_positions(
+            (*self.query.shape[:-2], t_q, t_k),
+            is_causal=self.is_causal,
+            # an explicit offset replaces the alignment's (sdpa.query-offset)
+            alignment="top_left" if offset is not None else alignment,
+            window=self.options.get("window"),  # type: ignore[arg-type]
+            query_offset=offset,  # type: ignore[arg-type]
+            key_lengths=self.options.get("key_lengths"),  # type: ignore[arg-type]
+        )
         if self.mask is not None:
             m = np.asarray(self.mask)
-            mask_allowed = m if m.dtype == np.bool_ else m != -np.inf
-            shape = np.broadcast_shapes(shape, m.shape)
-        return allowed_positions(
-            shape, mask_allowed=mask_allowed, is_causal=self.is_causal, alignment=alignment
-        )
+            allowed = allowed & (m if m.dtype == np.bool_ else m != -np.inf)
+        return allowed
 
     def fully_masked_rows(self, alignment: CausalAlignment, /) -> npt.NDArray[np.bool_]:
         """``[..., Tq]`` rows with no allowed key."""

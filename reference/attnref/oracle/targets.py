@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from attnref.oracle.conventions import FEATURES, Conventions, Feature
+from attnref.oracle.conventions import FEATURES, RESTRICTIONS, Conventions, Feature
 from attnref.oracle.protocol import Case, Float64Array, Function, Implementation, Output, ScoreForm
 from attnspec.errors import ArgumentError
 
@@ -110,19 +110,17 @@ class Target:
         return absent
 
 
-_TWIN_FEATURES: frozenset[Feature] = frozenset(
-    {
-        "scale",
-        "bool_mask",
-        "additive_mask",
-        "causal",
-        "causal_with_mask",
-        "gqa",
-        "weights",
-        "gradients",
-        "distinct_value_dim",
-    }
-)
+_TWIN_FEATURES: frozenset[Feature] = RESTRICTIONS | {
+    "scale",
+    "bool_mask",
+    "additive_mask",
+    "causal",
+    "causal_with_mask",
+    "gqa",
+    "weights",
+    "gradients",
+    "distinct_value_dim",
+}
 
 
 def _twin() -> Implementation:

@@ -528,6 +528,36 @@ def _fold_groups(x: Float64Array, groups: int) -> Float64Array:
     return np.asarray(x.reshape(*lead, heads // groups, groups, *rest).sum(axis=-3))
 
 
+def _capped(
+    scores: Float64Array, error: Float64Array, cap: float, u: float
+) -> tuple[Float64Array, Float64Array, float]:
+    r"""Scores ``t = c tanh(s / c)`` (``sdpa.softcap``), their error bound, and the bound on
+    the relative error of the slope :math:`\partial t / \partial s` a backward computes.
+
+    Computed as :math:`\hat t = \mathrm{fl}(c\, \mathrm{fl}(\tanh(\mathrm{fl}(\hat s / c))))`
+    from a score :math:`\hat s` within :math:`a` of :math:`s`:
+
+    - the exact map has slope :math:`\operatorname{sech}^2 \le 1`, so it moves by at most
+      :math:`a`;
+    - the division rounds :math:`\hat s / c` by :math:`u |\hat s| / c`, which moves
+      :math:`t` by at most :math:`u (|s| + a)`;
+    - ``tanh`` rounds relative to its value (``EXP_ULPS`` ulps), the product by :math:`c`
+      once more, each relative to :math:`|\hat t| \le |t| + a + u(|s| + a)`.
+
+    A backward multiplies by :math:`1 - \tanh^2(\hat s / c)`; the derivative of
+    :math:`\operatorname{sech}^2(x)` is at most :math:`4 / (3 \sqrt 3) < 0.77` in size, so
+    the computed slope is off by at most :math:`0.77 \max a / c` plus the rounding of
+    :math:`\tanh`, its square and the subtraction, :math:`(2\,\mathrm{EXP\_ULPS} + 4) u`;
+    the slope itself is at most 1, so the unscaled partial derivatives still bound the
+    capped ones.
+    """
+    t = cap * np.tanh(scores / cap)
+    moved = error + u * (np.abs(scores) + error)
+    capped_error = moved + (EXP_ULPS + 1) * u * (np.abs(t) + moved)
+    slope = 0.77 * float(np.max(capped_error, initial=0.0)) / cap + (2 * EXP_ULPS + 4) * u
+    return t, capped_error, slope
+
+
 def score_terms(
     kind: str,
     query: Float64Array,
@@ -536,12 +566,15 @@ def score_terms(
     scale: float,
     additive: Float64Array,
     precision: Precision,
+    *,
+    softcap: float | None = None,
 ) -> Terms:
     """The :class:`Terms` of a score of ``kind`` (``scale`` multiplies dot-product scores).
 
     ``query`` is ``[..., Tq, d_q]`` and ``key`` ``[..., Tk, d_k]`` with equal
     batch shapes; ``additive`` is the additive mask (0 where there is none),
-    broadcast to ``[..., Tq, Tk]``.
+    broadcast to ``[..., Tq, Tk]``; ``softcap`` caps dot-product scores before
+    the mask is added (:func:`_capped`).
     """
     acc = precision.accumulation
     u = unit_roundoff(acc)
@@ -559,7 +592,13 @@ def score_terms(
         error = _gamma(d_q + 2, acc) * magnitude
         gq = lam * np.broadcast_to(abs_k, zeros_q.shape)
         gk = lam * np.broadcast_to(abs_q, zeros_k.shape)
-        return Terms(scores + additive, error + 2 * u * np.abs(additive), gq, gk, u * gq, u * gk)
+        gq_error, gk_error = u * gq, u * gk
+        if softcap is not None:
+            scores, error, slope = _capped(scores, error, softcap, u)
+            gq_error, gk_error = gq_error + slope * gq, gk_error + slope * gk
+        return Terms(
+            scores + additive, error + 2 * u * np.abs(additive), gq, gk, gq_error, gk_error
+        )
     if kind == "general":
         w = params["W_a"]
         abs_w = np.abs(w)

@@ -33,6 +33,8 @@ def describe(name: str, x: object, /) -> _checks.ArrayInfo:
         kind = "complex"
     elif x.dtype == torch.bool:
         kind = "bool"
+    elif not x.dtype.is_floating_point:
+        kind = "integer"
     else:
         kind = "other"
     # Note: "torch.float64" is named "float64", as NumPy names it, so both
@@ -125,3 +127,25 @@ def promoted(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     return tuple(t.to(dtype) for t in tensors)
+
+
+def integers(name: str, x: object, /) -> tuple[_checks.ArrayInfo, tuple[int, ...]]:
+    """The description of an integer argument (a Python int or a tensor) and its entries.
+
+    A tensor's entries are read on the host: they decide which keys are allowed
+    (``attnref.masking``), and there are only ``B`` of them.
+    """
+    if isinstance(x, bool):
+        return _checks.ArrayInfo(name, (), "bool", "bool"), ()
+    if isinstance(x, int):
+        return _checks.ArrayInfo(name, (), "integer", "int"), (x,)
+    if isinstance(x, tuple | list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in x
+    ):
+        # a sequence of Python ints, as NumPy would read it
+        return _checks.ArrayInfo(name, (len(x),), "integer", "int64"), tuple(x)
+    info = describe(name, x)
+    if info.kind != "integer":
+        return info, ()
+    t = cast(torch.Tensor, x)
+    return info, tuple(int(v) for v in t.detach().cpu().reshape(-1).tolist())

@@ -19,12 +19,14 @@ from attnref.torch.scores import (
     score_scaled_dot,
 )
 from attnref.torch.value import attention_value
-from attnspec.typing import CausalAlignment, Scale, ScoreKind
+from attnspec.typing import CausalAlignment, Scale, ScoreKind, Window
 
 __all__ = ["attention", "scaled_dot_product_attention"]
 
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_NO_RESTRICTIONS = _checks.Restrictions()
 
 
 def _allowed(
@@ -38,8 +40,10 @@ def _allowed(
     names: tuple[str, str, str],
     is_causal: bool = False,
     alignment: CausalAlignment = "top_left",
+    restrict: _checks.Restrictions = _NO_RESTRICTIONS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The mask, validated once, and the causal flag as ``(allowed [..., Tq, Tk], bias)``.
+    """The mask, validated once, the causal flag and the checked structural options, as
+    ``(allowed [..., Tq, Tk], bias)``.
 
     ``bias`` is the additive mask (``None`` for a boolean mask or none); it is
     read only where ``allowed`` is True.
@@ -56,9 +60,17 @@ def _allowed(
     if mask is not None:
         mask_allowed, bias, target = _inputs.mask(func, mask, target)
         allowed = torch.broadcast_to(mask_allowed, target)
-    if is_causal:
-        causal = masking.causal_mask(q.shape[-2], k.shape[-2], alignment=alignment)
-        allowed = allowed & pattern(causal, q)
+    if is_causal or restrict != _NO_RESTRICTIONS:
+        # Note: laid out on the sequences' batch shape, as in the reference.
+        structural = masking.allowed_positions(
+            (*batch, q.shape[-2], k.shape[-2]),
+            is_causal=is_causal,
+            alignment=alignment,
+            window=restrict.window,
+            query_offset=restrict.query_offset,
+            key_lengths=restrict.key_lengths,
+        )
+        allowed = allowed & pattern(structural, q)
     return allowed, bias
 
 
@@ -167,6 +179,10 @@ def scaled_dot_product_attention(
     causal_alignment: CausalAlignment = "top_left",
     scale: Scale | None = None,
     enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | torch.Tensor | None = None,
+    key_lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention; see :func:`attnspec.scaled_dot_product_attention`."""
     func = "scaled_dot_product_attention"
@@ -176,6 +192,7 @@ def scaled_dot_product_attention(
         func, "causal_alignment", causal_alignment, ("top_left", "bottom_right")
     )
     lam = _checks.scale_value(func, scale)
+    cap = _checks.softcap_value(func, softcap)
     q = _inputs.sequence(func, "query", query, "[..., Tq, d]")
     k = _inputs.sequence(func, "key", key, "[..., Tk, d]")
     v = _inputs.sequence(func, "value", value, "[..., Tk, d_v]")
@@ -189,6 +206,23 @@ def scaled_dot_product_attention(
         # repeat_interleave repeats each head g times in place, not tiled.
         k = k.repeat_interleave(group, dim=-3)  # [..., Hq, Tk, d]
         v = v.repeat_interleave(group, dim=-3)  # [..., Hq, Tk, d_v]
+    batch = _checks.broadcast_shapes(
+        func,
+        ("query", tuple(q.shape[:-2])),
+        ("key", tuple(k.shape[:-2])),
+        ("value", tuple(v.shape[:-2])),
+    )
+    restrict = _checks.restrictions(
+        func,
+        batch,
+        k.shape[-2],
+        alignment,
+        window=window,
+        query_offset=None
+        if query_offset is None
+        else _inputs.integers("query_offset", query_offset),
+        key_lengths=None if key_lengths is None else _inputs.integers("key_lengths", key_lengths),
+    )
     allowed, bias = _allowed(
         func,
         q,
@@ -198,15 +232,20 @@ def scaled_dot_product_attention(
         names=("query", "key", "value"),
         is_causal=causal,
         alignment="bottom_right" if alignment == "bottom_right" else "top_left",
+        restrict=restrict,
     )
+
+    def score(qq: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
+        s = score_scaled_dot(qq, kk, scale=lam)  # [..., Tq, Tk]
+        if cap is None:
+            return s
+        c = torch.tensor(cap, dtype=s.dtype, device=s.device)
+        _checks.representable(
+            func, "softcap", cap, str(s.dtype).removeprefix("torch."), bool(torch.isfinite(c))
+        )
+        # Note: the cap applies to the scaled scores before any mask (sdpa.softcap).
+        return c * torch.tanh(s / c)
+
     return _attend(
-        func,
-        q,
-        k,
-        v,
-        allowed,
-        bias,
-        lambda qq, kk: score_scaled_dot(qq, kk, scale=lam),
-        keys_read=True,
-        names=("query", "key", "value"),
+        func, q, k, v, allowed, bias, score, keys_read=True, names=("query", "key", "value")
     )

@@ -58,7 +58,7 @@ def score_scaled_dot(
     # to float32, PyTorch's internal type for float16 and bfloat16 arithmetic.
     lam = torch.tensor(value, dtype=q.dtype, device=q.device)
     dtype = str(q.dtype).removeprefix("torch.")
-    _checks.scale_representable(func, value, dtype, bool(torch.isfinite(lam)))
+    _checks.representable(func, "scale", value, dtype, bool(torch.isfinite(lam)))
     # Note: the queries are scaled before the product, as FlashAttention does:
     # with the usual scale < 1 the product cannot overflow where the scaled
     # score is finite (distribution.stable).

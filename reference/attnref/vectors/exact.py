@@ -49,8 +49,8 @@ import numpy as np
 import numpy.typing as npt
 from mpmath import libmp
 
-from attnref.masking import causal_mask, local_window
-from attnspec.typing import CausalAlignment
+from attnref.masking import allowed_positions, local_window
+from attnspec.typing import CausalAlignment, Window
 
 __all__ = [
     "FUNCTIONS",
@@ -762,8 +762,15 @@ def scaled_dot_product_attention(
     causal_alignment: CausalAlignment = "top_left",
     scale: float | None = None,
     enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | npt.ArrayLike | None = None,
+    key_lengths: npt.ArrayLike | None = None,
 ) -> tuple[VarArray, VarArray]:
-    r"""``(context, weights)`` of :math:`\operatorname{softmax}(\lambda Q K^\top + M) V`."""
+    r"""``(context, weights)`` of :math:`\operatorname{softmax}(\lambda Q K^\top + M) V`,
+    the scores capped to :math:`c \tanh(s / c)` before the mask (``sdpa.softcap``) and the
+    keys restricted as :mod:`attnref.masking` derives it (``sdpa.window``,
+    ``sdpa.query-offset``, ``sdpa.key-lengths``)."""
     if enable_gqa:
         # Note: query head h reads key/value head h // g, heads repeated interleaved.
         group = query.shape[-3] // key.shape[-3]
@@ -771,17 +778,28 @@ def scaled_dot_product_attention(
         value = np.repeat(value, group, axis=-3)
     batch = _batch((query, 2), (key, 2), (value, 2))
     t_q, t_k = query.shape[-2], key.shape[-2]
+    # Note: the patterns are index arithmetic, the same for the truth as for the
+    # reference; tests/test_reference.py and tests/property/test_restrictions.py check
+    # them against explicit loops.
+    structural = allowed_positions(
+        (*batch, t_q, t_k),
+        is_causal=is_causal,
+        alignment=causal_alignment,
+        window=None if window is None else (window[0], window[1]),
+        query_offset=query_offset,
+        key_lengths=key_lengths,
+    )
     allowed, additive, full = _mask_parts(mask, (*batch, t_q, t_k))
-    if is_causal:
-        # Note: the pattern is index arithmetic, the same for the truth as for the
-        # reference; tests/test_reference.py checks it against explicit loops.
-        allowed = allowed & causal_mask(t_q, t_k, alignment=causal_alignment)
+    allowed = allowed & structural
     batch = full[:-2]
     q, k = _expand(query, batch, 2), _expand(key, batch, 2)
     lam = default_scale(query.shape[-1]) if scale is None else scale
 
     def pair(b: tuple[int, ...], i: int, j: int) -> Var:
-        return dot(q[(*b, i)], k[(*b, j)]) * lam
+        s = dot(q[(*b, i)], k[(*b, j)]) * lam
+        if softcap is None:
+            return s
+        return tanh(s / softcap) * softcap
 
     return _attend(batch, t_q, t_k, value, allowed, additive, pair)
 

@@ -1244,5 +1244,128 @@ def _scaled_dot_product_attention(
             vjp=False,
             float32=False,
         ),
+        *_restriction_rows(),
     )
     return CaseTable("scaled_dot_product_attention", rows, valid=grouped)
+
+
+def _restriction_rows() -> tuple[Returns | Raises, ...]:
+    """The softcap, windows, query offsets and key lengths, from their own stream (so the
+    cases above keep their inputs): ``[B, H, T, d]`` with a batch of two and one head,
+    Tq = 3, Tk = 5 (per-batch arguments follow the first axis)."""
+    r = InputDraw("scaled_dot_product_attention/restrictions")
+    call = {
+        "query": r.uniform(2, 1, 3, 2),
+        "key": r.uniform(2, 1, 5, 2),
+        "value": r.uniform(2, 1, 5, 2),
+    }
+    allowed = r.mask(2, 1, 3, 5)
+    allowed[..., 1] = True
+    additive = np.where(allowed, r.uniform(2, 1, 3, 5), -inf)
+    lengths = np.array([5, 2])
+    return (
+        Returns(
+            "softcap",
+            ("sdpa.softcap", "sdpa.formula"),
+            call,
+            {"softcap": 2.0, "scale": 4.0},
+            description="scores up to about 8 capped at 2: c tanh(s / c) saturates",
+        ),
+        Returns(
+            "softcap-additive-mask",
+            ("sdpa.softcap", "distribution.additive-mask", "distribution.masked-zero"),
+            call,
+            {"softcap": 1.0, "mask": additive},
+            description="the mask is added after the cap: -inf stays -inf",
+        ),
+        Returns(
+            "sliding-window",
+            ("sdpa.window", "sdpa.restrictions-combine", "sdpa.causal-top-left"),
+            call,
+            {"is_causal": True, "window": (1, 0)},
+            description="each query sees itself and the key before it",
+        ),
+        Returns("window-both-sides", ("sdpa.window",), call, {"window": (1, 2)}),
+        Returns(
+            "window-one-side",
+            ("sdpa.window",),
+            call,
+            {"window": (None, 0)},
+            description="(None, 0) without the causal flag is the causal mask",
+        ),
+        Returns(
+            "query-offset",
+            ("sdpa.query-offset", "sdpa.causal-top-left"),
+            call,
+            {"is_causal": True, "query_offset": 2},
+            description="two cached keys before the three new queries",
+        ),
+        Returns(
+            "query-offset-per-item",
+            ("sdpa.query-offset", "sdpa.window"),
+            call,
+            {"is_causal": True, "window": (1, 0), "query_offset": np.array([0, 2])},
+        ),
+        Returns(
+            "key-lengths",
+            ("sdpa.key-lengths", "distribution.masked-zero"),
+            call,
+            {"key_lengths": lengths},
+            description="item 1 has two valid keys: a padded batch",
+        ),
+        Returns(
+            "key-lengths-bottom-right",
+            ("sdpa.key-lengths", "sdpa.query-offset", "sdpa.causal-bottom-right"),
+            call,
+            {
+                "is_causal": True,
+                "causal_alignment": "bottom_right",
+                "key_lengths": np.array([4, 3]),
+            },
+            description="each item's last query sees its own last valid key",
+        ),
+        Returns(
+            "key-lengths-empty",
+            ("sdpa.key-lengths", "distribution.fully-masked-row"),
+            call,
+            {"key_lengths": np.array([0, 3])},
+            description="item 0 has no key: zero weights and context",
+        ),
+        Returns(
+            "all-restrictions",
+            ("sdpa.restrictions-combine", "sdpa.softcap", "sdpa.window", "sdpa.key-lengths"),
+            call,
+            {
+                "softcap": 3.0,
+                "window": (2, 1),
+                "key_lengths": np.array([4, 5]),
+                "mask": allowed,
+                "is_causal": True,
+            },
+        ),
+        # the table's valid call has grouped heads (Hq = 4, Hk = 2) and a batch of one
+        Raises(
+            "softcap-zero",
+            "sdpa.arguments",
+            ArgumentError,
+            options={"enable_gqa": True, "softcap": 0.0},
+        ),
+        Raises(
+            "window-negative",
+            "sdpa.arguments",
+            ArgumentError,
+            options={"enable_gqa": True, "window": (-1, 0)},
+        ),
+        Raises(
+            "key-lengths-too-long",
+            "sdpa.arguments",
+            ArgumentError,
+            options={"enable_gqa": True, "key_lengths": np.array([9])},
+        ),
+        Raises(
+            "offset-and-bottom-right",
+            "sdpa.arguments",
+            ArgumentError,
+            options={"enable_gqa": True, "query_offset": 1, "causal_alignment": "bottom_right"},
+        ),
+    )

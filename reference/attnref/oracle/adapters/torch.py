@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnref.oracle.conventions import Conventions, Feature
+from attnref.oracle.conventions import RESTRICTIONS, Conventions, Feature
 from attnref.oracle.expected import positional_names
 from attnref.oracle.protocol import STEPS, Case, Float64Array, Function, Output, ScoreForm, Step
 from attnspec.errors import ArgumentError
@@ -97,6 +97,7 @@ class _Keywords:
     scale_arg: str | None
     causal_arg: str | None
     gqa_arg: str | None
+    restrictions: frozenset[Feature] = frozenset()
 
     @classmethod
     def of(cls, fn: Callable[..., Any], /, *, name: str) -> _Keywords:
@@ -130,8 +131,14 @@ class _Keywords:
             named = next((n for n in options if n in names), None)
             return options[0] if named is None and takes_all else named
 
+        # the restrictions are taken by the spec's keyword names only
+        restrictions = frozenset(f for f in RESTRICTIONS if f in names)
         return cls(
-            first(_MASK_ARGS), first(("scale",)), first(_CAUSAL_ARGS), first(("enable_gqa",))
+            first(_MASK_ARGS),
+            first(("scale",)),
+            first(_CAUSAL_ARGS),
+            first(("enable_gqa",)),
+            restrictions,
         )
 
     def features(self) -> frozenset[Feature]:
@@ -153,7 +160,7 @@ class _Keywords:
                 found.add("causal_with_mask")
         if self.gqa_arg is not None:
             found.add("gqa")
-        return frozenset(found)
+        return frozenset(found) | self.restrictions
 
 
 def _describe(x: Any, /) -> str:
@@ -347,6 +354,13 @@ class TorchSDPA:
             kwargs[self.causal_arg] = True
         if options.get("enable_gqa") and self.gqa_arg is not None:
             kwargs[self.gqa_arg] = True
+        # the restrictions go by the spec's keywords; per-batch integers as int64 tensors
+        for name in sorted(RESTRICTIONS & self.features):
+            if name in options:
+                value = options[name]
+                if isinstance(value, tuple) and name != "window":
+                    value = torch.tensor(value, dtype=torch.int64, device=self.device)
+                kwargs[name] = value
         return tensors, kwargs
 
     def _call(self, tensors: Sequence[torch.Tensor], kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
