@@ -19,8 +19,8 @@ import torch
 
 import attnref.torch as twin
 from attnref.oracle import Case, Conventions, Output, ScoreForm, check_implementation
-from attnref.oracle.command import QUICK_EXAMPLES
 from attnref.oracle.conventions import Feature
+from attnref.oracle.examples import QUICK_EXAMPLES
 from attnref.oracle.protocol import Float64Array, Function
 from attnspec.typing import ScoreKind
 

@@ -22,8 +22,8 @@ import torch
 from attnref.oracle import Conventions, Feature, check_implementation
 from attnref.oracle.adapters.torch import TorchSDPA
 from attnref.oracle.checks import CHECKS, checks_for
-from attnref.oracle.command import QUICK_EXAMPLES
 from attnref.oracle.conventions import FEATURES, RESTRICTIONS
+from attnref.oracle.examples import QUICK_EXAMPLES
 
 EXAMPLES = 40
 """Examples per clause for the sound version and the other checks below."""

@@ -26,9 +26,9 @@ from attnref.oracle import check_implementation
 from attnref.oracle.adapters.torch import TorchSDPA, TorchStep
 from attnref.oracle.cases import Draw, cases
 from attnref.oracle.checks import CHECKS, compare
-from attnref.oracle.command import QUICK_EXAMPLES
 from attnref.oracle.conventions import FEATURES as EVERY_FEATURE
 from attnref.oracle.conventions import RESTRICTIONS, Conventions, Feature
+from attnref.oracle.examples import QUICK_EXAMPLES
 from attnref.oracle.observe import observe
 from attnref.oracle.protocol import STEPS, Case, Step
 from attnref.oracle.targets import TARGETS, resolve

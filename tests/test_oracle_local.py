@@ -29,7 +29,7 @@ from attnref.oracle.adapters.numpy import NumpyStep
 from attnref.oracle.adapters.torch import TorchStep
 from attnref.oracle.cases import Draw, cases, position_margin
 from attnref.oracle.checks import checks_for
-from attnref.oracle.command import QUICK_EXAMPLES
+from attnref.oracle.examples import QUICK_EXAMPLES
 from attnref.oracle.observe import observe
 from attnref.oracle.protocol import Step
 

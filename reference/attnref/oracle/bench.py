@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from attnref.oracle.command import DEFAULT_EXAMPLES, QUICK_EXAMPLES
+from attnref.oracle.examples import DEFAULT_EXAMPLES, QUICK_EXAMPLES
 from attnref.oracle.large import check_large
 from attnref.oracle.run import check_implementation
 from attnref.oracle.targets import TARGETS, resolve

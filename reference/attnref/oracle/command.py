@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from attnref.oracle.examples import DEFAULT_EXAMPLES, QUICK_EXAMPLES
 from attnspec.errors import ArgumentError
 
 if TYPE_CHECKING:  # the oracle needs Hypothesis: import it only when checking
@@ -38,19 +39,11 @@ if TYPE_CHECKING:  # the oracle needs Hypothesis: import it only when checking
 
 __all__ = [
     "CACHE_VARIABLE",
-    "DEFAULT_EXAMPLES",
-    "QUICK_EXAMPLES",
     "add_check_parser",
     "cache_dir",
     "run_check",
     "use_cache",
 ]
-
-DEFAULT_EXAMPLES = 60
-"""Hypothesis examples per clause in a default run (about 10 s per PyTorch target here)."""
-
-QUICK_EXAMPLES = 8
-"""Examples per clause with ``--quick``: a smoke test of every clause in seconds."""
 
 CACHE_VARIABLE = "ATTNSPEC_CACHE"
 """The environment variable naming the cache folder (:func:`cache_dir`)."""

@@ -1,7 +1,8 @@
 """Conventions an implementation may declare, and the features it offers.
 
-Established libraries differ in a few legitimate choices (FIELD-NOTES:
-fully masked rows, causal alignment, mask polarity, layout). An
+Established libraries differ in a few legitimate choices (fully masked rows,
+causal alignment, mask polarity, layout; the docs' conventions page lists who
+chooses what). An
 implementation declares its choices; the oracle translates its inputs to
 them, checks that the implementation follows what it declares, and judges
 everything else by the spec. An undeclared choice means the spec's default.

@@ -22,7 +22,6 @@ from attnref.oracle.tolerance import truth_dtype
 
 __all__ = [
     "Evaluation",
-    "allowed_positions",
     "evaluate",
     "explicit_mask",
     "fully_masked_rows",
@@ -112,7 +111,7 @@ def explicit_mask(case: Case, conventions: Conventions) -> npt.NDArray[Any] | No
     """The mask with the causal flag folded in, at full ``[..., Tq, Tk]`` shape."""
     if case.mask is None and not case.options.get("is_causal"):
         return None
-    allowed = allowed_positions(case, conventions)
+    allowed = case.allowed(conventions.causal_alignment)
     if case.mask is not None and np.asarray(case.mask).dtype != np.bool_:
         additive = np.broadcast_to(np.asarray(case.mask, dtype=np.float64), allowed.shape)
         return np.where(allowed, additive, -np.inf)
@@ -156,11 +155,6 @@ def run_reference(case: Case, conventions: Conventions, dtype: str | None) -> tu
         return getattr(attnref, name)(*positional, **kwargs), None
     result: tuple[Any, Any] = getattr(attnref, name)(*positional, **kwargs)
     return result
-
-
-def allowed_positions(case: Case, conventions: Conventions) -> npt.NDArray[np.bool_]:
-    """``[..., Tq, Tk]`` positions that the mask and the causal flag allow."""
-    return case.allowed(conventions.causal_alignment)
 
 
 def fully_masked_rows(case: Case, conventions: Conventions) -> npt.NDArray[np.bool_]:

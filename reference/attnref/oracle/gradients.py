@@ -8,7 +8,6 @@ import numpy.typing as npt
 from attnref import vjp
 from attnref.oracle.conventions import Conventions
 from attnref.oracle.expected import (
-    allowed_positions,
     evaluate,
     fully_masked_rows,
     numpy_converter,
@@ -92,7 +91,7 @@ def unread_rows(case: Case, conventions: Conventions) -> dict[str, npt.NDArray[n
             unread["positions"] = _reduced(empty, case.arrays["positions"].shape)
         return unread
     names = case.names
-    allowed = allowed_positions(case, conventions)
+    allowed = case.allowed(conventions.causal_alignment)
     q_unread = np.asarray(~allowed.any(axis=-1), dtype=np.bool_)  # [..., Tq]
     k_unread = np.asarray(~allowed.any(axis=-2), dtype=np.bool_)  # [..., Tk] per query head
     if case.options.get("enable_gqa"):

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from attnref.oracle.examples import DEFAULT_EXAMPLES
+
 if TYPE_CHECKING:  # the plugin loads in every pytest run: import the oracle lazily
     from attnref.oracle.checks import Check
     from attnref.oracle.protocol import Implementation
@@ -46,7 +48,6 @@ if TYPE_CHECKING:  # the plugin loads in every pytest run: import the oracle laz
 
 __all__ = ["ClauseCheck", "Settings", "parametrize_with_checks"]
 
-DEFAULT_EXAMPLES = 60
 
 _NOTE = "attnspec"
 """The key of the notes a test leaves in its ``user_properties`` for the summary."""

@@ -12,6 +12,7 @@ from hypothesis.errors import Unsatisfiable
 
 from attnref.oracle.cases import cases
 from attnref.oracle.checks import Check, Measure, MismatchError, checks_for
+from attnref.oracle.examples import DEFAULT_EXAMPLES
 from attnref.oracle.observe import observe
 from attnref.oracle.protocol import Case, Implementation
 from attnref.oracle.report import ClauseResult, Report
@@ -151,7 +152,7 @@ def check_implementation(
     impl: Implementation,
     /,
     *,
-    max_examples: int = 60,
+    max_examples: int = DEFAULT_EXAMPLES,
     seed: int = 0,
     clauses_to_check: frozenset[str] | None = None,
     expected_failures: Mapping[str, str] | None = None,

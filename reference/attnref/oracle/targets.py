@@ -30,10 +30,10 @@ import numpy as np
 
 from attnref.oracle.conventions import FEATURES, RESTRICTIONS, Conventions, Feature
 from attnref.oracle.protocol import Case, Float64Array, Function, Implementation, Output, ScoreForm
+from attnref.oracle.rounding import DTYPES
 from attnspec.errors import ArgumentError
 
 __all__ = [
-    "DTYPES",
     "MASK_KINDS",
     "TARGETS",
     "Declaration",
@@ -44,9 +44,6 @@ __all__ = [
     "check_device",
     "resolve",
 ]
-
-DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
-"""The dtypes an implementation may compute in (``--dtype``)."""
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from attnref.oracle.protocol import Float64Array
+
 __all__ = [
     "EPSILON",
     "EXP_ULPS",
@@ -169,7 +171,6 @@ __all__ = [
     "weighted_sum_error",
 ]
 
-Float64Array = npt.NDArray[np.float64]
 
 EPSILON: Final[dict[str, float]] = {
     "float64": float(np.finfo(np.float64).eps),  # 2**-52

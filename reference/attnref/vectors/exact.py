@@ -55,8 +55,8 @@ from attnspec.typing import CausalAlignment, Window
 __all__ = [
     "FUNCTIONS",
     "PRECISIONS",
-    "Evaluation",
     "NotCorrectlyRoundedError",
+    "Tape",
     "Var",
     "VarArray",
     "attention",
@@ -66,11 +66,11 @@ __all__ = [
     "backward",
     "concatenate_context",
     "default_scale",
-    "evaluate",
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
     "output_distribution",
+    "record",
     "scaled_dot_product_attention",
     "score_additive",
     "score_concat",
@@ -861,7 +861,7 @@ def _round(x: Number) -> float:
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class Tape:
     """One exact evaluation: the outputs and the tape's leaves of every floating argument."""
 
     outputs: tuple[VarArray, ...]
@@ -903,13 +903,13 @@ def _is_float_array(x: object) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.kind in "fcO"
 
 
-def evaluate(
+def record(
     function: str,
     inputs: Mapping[str, Argument],
     options: Mapping[str, Argument],
     *,
     window_positions: npt.NDArray[Any] | None = None,
-) -> Evaluation:
+) -> Tape:
     """Evaluate ``function`` on float arrays at the working precision of the mpmath context.
 
     ``inputs`` are the positional arguments in order (``None`` for an omitted
@@ -933,7 +933,7 @@ def evaluate(
         kwargs["window_positions"] = window_positions
     result = FUNCTIONS[function](*args, **kwargs)
     outputs = result if isinstance(result, tuple) else (result,)
-    return Evaluation(tuple(outputs), leaves)
+    return Tape(tuple(outputs), leaves)
 
 
 class NotCorrectlyRoundedError(ArithmeticError):
@@ -971,7 +971,7 @@ def truth(
     previous: Rounded | None = None
     for prec in PRECISIONS:
         with mp.workprec(prec):
-            evaluation = evaluate(function, inputs, options)
+            evaluation = record(function, inputs, options)
             outputs = tuple(_rounded(out, dtype) for out in evaluation.outputs)
             grads = (
                 {}

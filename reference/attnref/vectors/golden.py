@@ -316,7 +316,7 @@ def error_scales(
                 changed = np.array(target[name], dtype=object)
                 changed[index] = value
                 target[name] = changed
-            ev = exact.evaluate(case.function, inputs, options, window_positions=window)
+            ev = exact.record(case.function, inputs, options, window_positions=window)
             outs = [_values(o) for o in ev.outputs]
             grads = ev.vjp(cotangents) if with_vjp and cotangents is not None else {}
             return outs, grads
@@ -345,7 +345,7 @@ def error_scales(
         out_scales = [_mp_abs(y) + c / FD_STEP for y, c in zip(y0, out_changes, strict=True)]
         grad_scales: dict[str, npt.NDArray[np.object_]] = {}
         if cotangents is not None:
-            with_abs = exact.evaluate(
+            with_abs = exact.record(
                 case.function, case.inputs, case.options, window_positions=window
             )
             # Note: for a gradient, the sum of the sizes of its chain-rule paths stands in for
@@ -380,7 +380,7 @@ def build_case(case: CasePlan) -> dict[str, Any]:
     if case.raises is not None:
         return out | {"raises": case.raises, "outputs": None, "cotangents": None, "vjp": None}
     with mpmath.mp.workprec(exact.PRECISIONS[0]):
-        probe = exact.evaluate(case.function, case.inputs, case.options)
+        probe = exact.record(case.function, case.inputs, case.options)
     cotangents = _cotangents(case, [o.shape for o in probe.outputs]) if case.vjp else None
     outputs, grads = exact.truth(case.function, case.inputs, case.options, cotangents)
     for o in outputs:
