@@ -69,17 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_large and args.targets:
         impl, _ = resolve(args.targets[0])
         before = _peak_mib()
-        run = check_large(impl, heads=args.heads, length=args.length, d=args.d)
+        result, cost = check_large(impl, heads=args.heads, length=args.length, d=args.d)
         print()
         print(
             f"full-size check of {args.targets[0]} ({impl.dtype}), shape "
-            f"{list(run.shape)}, {run.rows_judged} rows judged in extended precision:"
+            f"{list(cost.shape)}, {cost.rows_judged} rows judged in extended precision:"
         )
-        timing = f"{run.implementation_seconds:.1f} s, judging {run.judging_seconds:.1f} s"
+        timing = f"{cost.implementation_seconds:.1f} s, judging {cost.judging_seconds:.1f} s"
         print(f"  implementation {timing}")
         print(f"  peak resident memory {_peak_mib():.0f} MiB (before: {before:.0f} MiB)")
-        print(f"  {run.result.clause}: {run.result.status} ({run.result.message})")
-        failed = failed or run.result.status != "passed"
+        print(f"  {result.clause}: {result.status} ({result.message})")
+        failed = failed or result.status != "passed"
     if args.sensitivity:
         print()
         _print_sensitivity()

@@ -605,14 +605,9 @@ def _replay(args: argparse.Namespace, session: _Session, out: TextIO, human: Tex
     print(f"{result.clause}: {result.status}: {result.message}{note}", file=human)
     status = 1 if result.status == "failed" and not result.finding else 0
     if args.json is not None:
-        report = Report(
+        report = Report.of(
+            impl,
             target=target,
-            function=impl.function,
-            framework=impl.framework,
-            dtype=impl.dtype,
-            device=impl.device,
-            conventions=impl.conventions.describe(),
-            features=tuple(sorted(impl.features)),
             seed=session.seed,
             max_examples=1,
             results=(replace(result, counterexample=str(args.replay)),),

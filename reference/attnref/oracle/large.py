@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ from attnref.oracle.report import ClauseResult, FullSizeRun, Report, Status
 from attnref.oracle.rounding import round_to
 from attnspec.errors import ArgumentError
 
-__all__ = ["FULL_LENGTH", "LargeRun", "check_full_size", "check_large", "large_case"]
+__all__ = ["FULL_LENGTH", "check_full_size", "check_large", "large_case"]
 
 FULL_LENGTH = 4096
 """``Tq = Tk`` of the full-size check unless given: a long-context prefill."""
@@ -110,19 +110,6 @@ class _Computed:
         raise NotImplementedError("the full-size check judges the forward pass only")
 
 
-@dataclass(frozen=True)
-class LargeRun:
-    """The verdict of a full-size check and what it cost."""
-
-    result: ClauseResult
-    shape: tuple[int, ...]
-    rows_judged: int
-    implementation_seconds: float
-    judging_seconds: float
-    peak_memory_bytes: int | None = None
-    memory_of: str = "process"
-
-
 def _peak_rss_bytes() -> int:
     """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -165,8 +152,11 @@ def check_large(
     causal: bool = False,
     masked: bool = False,
     clause: str = "sdpa.formula",
-) -> LargeRun:
-    """Check one full-size case, judging ``rows`` sampled query rows, as ``clause``."""
+) -> tuple[ClauseResult, FullSizeRun]:
+    """Check one full-size case, judging ``rows`` sampled query rows, as ``clause``.
+
+    Returns the verdict and what the case cost (time and memory).
+    """
     case = large_case(
         impl, batch=batch, heads=heads, length=length, d=d, seed=seed, causal=causal, masked=masked
     )
@@ -193,8 +183,8 @@ def check_large(
     except MismatchError as mismatch:
         result = ClauseResult(clause, check, "failed", 1, float("inf"), str(mismatch))
     end = time.perf_counter()
-    return LargeRun(
-        result,
+    cost = FullSizeRun(
+        clause,
         (batch, heads, length, d),
         len(picked),
         middle - start,
@@ -202,6 +192,7 @@ def check_large(
         memory[0],
         _memory_of(impl),
     )
+    return result, cost
 
 
 def check_full_size(
@@ -257,7 +248,7 @@ def check_full_size(
     start = time.perf_counter()
     results, runs = [], []
     for clause, causal, masked in variants:
-        run = check_large(
+        result, cost = check_large(
             impl,
             batch=batch,
             heads=heads,
@@ -269,30 +260,15 @@ def check_full_size(
             masked=masked,
             clause=clause,
         )
-        results.append(run.result)
-        runs.append(
-            FullSizeRun(
-                clause,
-                (batch, heads, length, d),
-                run.rows_judged,
-                run.implementation_seconds,
-                run.judging_seconds,
-                run.peak_memory_bytes,
-                run.memory_of,
-            )
-        )
-    return Report(
-        target=target or impl.name,
-        function=impl.function,
-        framework=impl.framework,
-        dtype=impl.dtype,
-        device=impl.device,
-        conventions=impl.conventions.describe(),
-        features=tuple(sorted(impl.features)),
+        results.append(result)
+        runs.append(cost)
+    return Report.of(
+        impl,
+        target=target,
         seed=seed,
         max_examples=1,
-        results=tuple(results),
+        results=results,
         seconds=time.perf_counter() - start,
         mode="full-size",
-        full_size=tuple(runs),
+        full_size=runs,
     )

@@ -24,10 +24,13 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from attnspec import clauses
 from attnspec.clauses import Level
+
+if TYPE_CHECKING:
+    from attnref.oracle.protocol import Implementation
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -423,6 +426,37 @@ class Report:
     seconds: float = 0.0
     mode: Mode = "drawn"
     full_size: tuple[FullSizeRun, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        impl: Implementation,
+        /,
+        *,
+        target: str | None,
+        seed: int,
+        max_examples: int,
+        results: Sequence[ClauseResult],
+        seconds: float = 0.0,
+        mode: Mode = "drawn",
+        full_size: Sequence[FullSizeRun] = (),
+    ) -> Report:
+        """The report of ``impl``: what it is, as it describes itself, and what was found."""
+        return cls(
+            target=target or impl.name,
+            function=impl.function,
+            framework=impl.framework,
+            dtype=impl.dtype,
+            device=impl.device,
+            conventions=impl.conventions.describe(),
+            features=tuple(sorted(impl.features)),
+            seed=seed,
+            max_examples=max_examples,
+            results=tuple(results),
+            seconds=seconds,
+            mode=mode,
+            full_size=tuple(full_size),
+        )
 
     @property
     def passed(self) -> bool:

@@ -216,17 +216,12 @@ def check_implementation(
         results.append(result)
         if progress is not None:
             progress(result)
-    return Report(
-        target=target or impl.name,
-        function=impl.function,
-        framework=impl.framework,
-        dtype=impl.dtype,
-        device=impl.device,
-        conventions=impl.conventions.describe(),
-        features=tuple(sorted(impl.features)),
+    return Report.of(
+        impl,
+        target=target,
         seed=seed,
         max_examples=max_examples,
-        results=tuple(results),
+        results=results,
         seconds=time.perf_counter() - start,
     )
 

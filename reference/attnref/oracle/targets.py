@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from attnref.oracle.conventions import FEATURES, RESTRICTIONS, Conventions, Feature
+from attnref.oracle.conventions import FEATURES, Conventions, Feature
 from attnref.oracle.protocol import Case, Float64Array, Function, Implementation, Output, ScoreForm
 from attnref.oracle.rounding import DTYPES
 from attnspec.errors import ArgumentError
@@ -107,17 +107,8 @@ class Target:
         return absent
 
 
-_TWIN_FEATURES: frozenset[Feature] = RESTRICTIONS | {
-    "scale",
-    "bool_mask",
-    "additive_mask",
-    "causal",
-    "causal_with_mask",
-    "gqa",
-    "weights",
-    "gradients",
-    "distinct_value_dim",
-}
+# the twin offers every feature; key-padding-only is a limitation, not a feature
+_TWIN_FEATURES: frozenset[Feature] = frozenset(FEATURES) - {"key_padding_mask"}
 
 
 def _twin() -> Implementation:
@@ -696,15 +687,15 @@ def _plain(fn: Callable[..., Any], spec: str, declared: Declaration, /) -> Imple
     check_device(probe)  # before the call that infers the features runs on it
     if declared.shape_limits:
         # The adapter's own probe is a [1, 1, 2, 2] call, outside limits such as d%8.
-        inferred = _probe_within(probe, declared.shape_limits, spec)
-        impl: Implementation = TorchSDPA.from_callable(
+        probed = TorchSDPA.from_callable(
             fn,
             name=spec,
             dtype=dtype,
             device=device,
             conventions=conventions,
-            features=declared.offered(inferred),
+            probe_shapes=_shapes_within(declared.shape_limits),
         )
+        impl: Implementation = replace(probed, features=declared.offered(probed.features))
         return Limited(impl, declared.shape_limits)
     impl = TorchSDPA.from_callable(
         fn, name=spec, dtype=dtype, device=device, conventions=conventions
@@ -728,41 +719,18 @@ def _smallest(name: str, limits: tuple[ShapeLimit, ...], start: int, /) -> int:
     )
 
 
-def _probe_within(probe: Any, limits: tuple[ShapeLimit, ...], spec: str, /) -> frozenset[Feature]:
-    """The features of a plain callable: its keywords, and weights if one call within the
-    limits returns ``(context, weights)``."""
-    import torch
-
-    from attnref.oracle.adapters.torch import _Keywords
-
-    keywords = _Keywords.of(probe.fn, name=spec)
+def _shapes_within(
+    limits: tuple[ShapeLimit, ...], /
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Query, key and value shapes ``[B, H, T, d]``, the smallest that the limits allow."""
     b, h = _smallest("B", limits, 1), _smallest("H", limits, 1)
     t_q, t_k, d = _smallest("Tq", limits, 2), _smallest("Tk", limits, 2), _smallest("d", limits, 2)
     d_v = (
         d
         if all(x.allows_size(d) for x in limits if x.name == "d_v")
-        else (_smallest("d_v", limits, 2))
+        else _smallest("d_v", limits, 2)
     )
-    rng = np.random.default_rng(0)
-    shapes = ((b, h, t_q, d), (b, h, t_k, d), (b, h, t_k, d_v))
-    q, k, v = (probe._to_layout(probe._tensor(rng.standard_normal(x))) for x in shapes)
-    try:
-        with torch.no_grad():
-            result = probe.fn(q, k, v)
-    except Exception as error:
-        raise ArgumentError(
-            f"{spec!r} raised {type(error).__name__}: {error} when called as fn(query, key, "
-            f"value) on tensors of shape {tuple(q.shape)}, within the shapes declared"
-        ) from None
-    context = result[0] if isinstance(result, tuple | list) and len(result) == 2 else result
-    if not isinstance(context, torch.Tensor) or context.shape[:-1] != q.shape[:-1]:
-        raise ArgumentError(
-            f"{spec!r} returned {type(result).__name__} for query of shape {tuple(q.shape)}; "
-            "expected the context tensor or a pair (context, weights) of tensors"
-        )
-    weights = isinstance(result, tuple | list) and isinstance(result[1], torch.Tensor)
-    found: frozenset[Feature] = keywords.features()
-    return found | {"weights"} if weights else found
+    return (b, h, t_q, d), (b, h, t_k, d), (b, h, t_k, d_v)
 
 
 def _try_factory(obj: Callable[..., Any], spec: str, /) -> Implementation | None:

@@ -230,17 +230,12 @@ def check_vectors(
             + (f" ({'; '.join(why)})" if why else "")
             + ", so they cannot judge it"
         )
-    return Report(
-        target=target or impl.name,
-        function=impl.function,
-        framework=impl.framework,
-        dtype=impl.dtype,
-        device=impl.device,
-        conventions=impl.conventions.describe(),
-        features=tuple(sorted(impl.features)),
+    return Report.of(
+        impl,
+        target=target,
         seed=0,
         max_examples=0,
-        results=tuple(results),
+        results=results,
         seconds=time.perf_counter() - start,
         mode="vectors",
     )

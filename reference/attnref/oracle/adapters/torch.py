@@ -234,6 +234,7 @@ class TorchSDPA:
         device: str = "cpu",
         conventions: Conventions | None = None,
         features: frozenset[Feature] | None = None,
+        probe_shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None,
     ) -> TorchSDPA:
         """A plain callable, its features inferred from its signature and its result.
 
@@ -246,12 +247,16 @@ class TorchSDPA:
         - ``is_causal`` or ``causal``: ``causal``, and ``causal_with_mask``
           when it also takes a mask;
         - ``enable_gqa``: ``gqa``;
-        - ``**kwargs``: all of these, by the names ``mask``, ``scale``,
-          ``is_causal`` and ``enable_gqa`` (no additive masks);
+        - ``softcap``, ``window``, ``query_offset``, ``key_lengths``: the
+          features of those names (by these names only);
+        - ``**kwargs``: ``mask``, ``scale``, ``is_causal`` and ``enable_gqa``
+          by these names (no additive masks);
         - always ``gradients`` (autograd) and ``distinct_value_dim``.
 
-        ``weights`` is found by one call on a tiny case: a pair of tensors
-        is ``(context, weights)`` (``(context, None)``: no weights), a single
+        ``weights`` is found by one call on a tiny case (``[1, 1, 2, 2]``, or
+        query, key and value of ``probe_shapes`` in ``[B, H, T, d]`` for a
+        kernel that takes only some shapes): a pair of tensors is
+        ``(context, weights)`` (``(context, None)``: no weights), a single
         tensor is the context. Given ``features``, they are taken as declared
         and nothing is called.
 
@@ -279,7 +284,7 @@ class TorchSDPA:
         if features is not None:
             impl._check_declared()
             return impl
-        if impl._probe():
+        if impl._probe(probe_shapes):
             return replace(impl, features=impl.features | {"weights"})
         return impl
 
@@ -299,10 +304,17 @@ class TorchSDPA:
                     f"keyword; expected {_EXPECTED_FORM}"
                 )
 
-    def _probe(self) -> bool:
-        """Whether ``fn`` returns ``(context, weights)``, by one call on a tiny case."""
-        values = np.arange(4.0).reshape(_PROBE_SHAPE) / 4  # [1, 1, 2, 2]
-        q, k, v = (self._to_layout(self._tensor(values + i)) for i in range(3))
+    def _probe(
+        self, shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    ) -> bool:
+        """Whether ``fn`` returns ``(context, weights)``, by one call on a small case."""
+        if shapes is None:
+            values = np.arange(4.0).reshape(_PROBE_SHAPE) / 4  # [1, 1, 2, 2]
+            arrays = [values + i for i in range(3)]
+        else:
+            rng = np.random.default_rng(0)
+            arrays = [rng.standard_normal(shape) for shape in shapes]
+        q, k, v = (self._to_layout(self._tensor(a)) for a in arrays)
         try:
             with torch.no_grad():
                 result = self.fn(q, k, v)
@@ -316,14 +328,16 @@ class TorchSDPA:
         def tensor(x: Any, shape: tuple[int, ...]) -> bool:
             return isinstance(x, torch.Tensor) and tuple(x.shape) == shape
 
-        if tensor(result, tuple(q.shape)):
+        context_shape = (*q.shape[:-1], v.shape[-1])
+        weights_shape = (*arrays[0].shape[:-1], arrays[1].shape[-2])  # [B, H, Tq, Tk]
+        if tensor(result, context_shape):
             return False
         if isinstance(result, tuple | list) and len(result) == 2:
             context, weights = result
-            if tensor(context, tuple(q.shape)):
+            if tensor(context, context_shape):
                 if weights is None:
                     return False
-                if tensor(weights, _PROBE_SHAPE):
+                if tensor(weights, weights_shape):
                     return True
         raise ArgumentError(
             f"{self.name!r} returned {_describe(result)} for query, key and value of shape "
