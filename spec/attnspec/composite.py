@@ -239,7 +239,7 @@ def scaled_dot_product_attention(
     Vaswani et al. (2017), eq. (1), with an additive or boolean mask
     :math:`M`, causal masks in both alignments, and grouped query heads
     (Ainslie et al. 2023); the restrictions of current kernels: a score cap
-    (Gemma 2, Team et al. 2024), sliding windows (Beltagy et al. 2020,
+    (Gemma Team et al. 2024, Gemma 2), sliding windows (Beltagy et al. 2020,
     Longformer), key lengths for padded batches and key/value caches, and an
     explicit query offset for a cache whose new keys outnumber the new
     queries. A key/value cache is keys and values concatenated, with
