@@ -26,6 +26,17 @@ def _same(a: Any, b: Any, /) -> bool:
     return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=floating))
 
 
+def _mask_argument(case: Case, conventions: Conventions, dtype: str, /) -> dict[str, Any]:
+    """``{"mask": ...}`` as the implementation takes it (its own copy, its polarity and
+    dtype), or ``{}`` for a case without a mask."""
+    if case.mask is None:
+        return {}
+    mask = np.array(case.mask, copy=True)
+    if mask.dtype == np.bool_:
+        return {"mask": ~mask if conventions.mask_polarity == "ignore" else mask}
+    return {"mask": mask.astype(dtype)}
+
+
 @dataclass(frozen=True)
 class NumpySDPA:
     """A NumPy callable ``fn(query, key, value, *, mask=None, scale=None, ...)``.
@@ -70,13 +81,7 @@ class NumpySDPA:
             )
             for n in _NAMES
         ]
-        kwargs: dict[str, Any] = {}
-        if case.mask is not None:
-            mask = np.array(case.mask, copy=True)
-            if mask.dtype == np.bool_:
-                kwargs["mask"] = ~mask if self.conventions.mask_polarity == "ignore" else mask
-            else:
-                kwargs["mask"] = mask.astype(self.dtype)
+        kwargs: dict[str, Any] = _mask_argument(case, self.conventions, self.dtype)
         kwargs.update(case.options)
         return arrays, kwargs
 
@@ -196,13 +201,10 @@ class NumpyStep:
     def _inputs(self, case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
         names = [n for n in positional_names(self.function) if n in case.arrays]
         arrays = {n: np.array(case.arrays[n], dtype=self.dtype, copy=True) for n in names}
-        kwargs: dict[str, Any] = dict(case.options)
-        if case.mask is not None:
-            mask = np.array(case.mask, copy=True)
-            if mask.dtype == np.bool_:
-                kwargs["mask"] = ~mask if self.conventions.mask_polarity == "ignore" else mask
-            else:
-                kwargs["mask"] = mask.astype(self.dtype)
+        kwargs: dict[str, Any] = {
+            **case.options,
+            **_mask_argument(case, self.conventions, self.dtype),
+        }
         return arrays, kwargs
 
     def forward(self, case: Case, /) -> Output:
