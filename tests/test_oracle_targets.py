@@ -8,6 +8,7 @@ a change in the library that the list must learn about.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,20 @@ def test_expected_failures_cite_real_clauses_with_reasons(name: str) -> None:
     for clause, reason in TARGETS[name].expected_failures.items():
         assert clause in clauses.ids()
         assert len(reason) > 20
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_twin_declares_that_it_computes_in_its_dtype(dtype: str) -> None:
+    """sdpa.formula: the twin evaluates float16 and bfloat16 inputs in that dtype, a naive
+    evaluation that misses float32 accumulation's bounds; it declares accumulation=storage
+    and conforms, and the same kernel declaring the default float32 accumulation does not."""
+    from dataclasses import replace
+
+    from attnref.oracle.conventions import Conventions
+
+    twin: Any = resolve("attnref.torch")[0]  # a TorchSDPA dataclass
+    honest = replace(twin, dtype=dtype)
+    assert check_implementation(honest, max_examples=20).passed
+    claimed = replace(honest, conventions=Conventions())
+    report = check_implementation(claimed, max_examples=20)
+    assert not report.passed, report.table()

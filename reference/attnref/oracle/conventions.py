@@ -45,8 +45,10 @@ Layout = Literal["BHTD", "BTHD"]
 """Axis order of query/key/value: ``[B, H, T, d]`` (the spec, PyTorch, ONNX) or
 ``[B, T, H, d]`` (JAX)."""
 
-Accumulation = Literal["float64", "float32", "float16", "bfloat16"]
-"""The dtype an implementation accumulates its sums and computes its softmax in."""
+Accumulation = Literal["float64", "float32", "float16", "bfloat16", "storage"]
+"""The dtype an implementation accumulates its sums and computes its softmax in;
+``storage``: whatever dtype it is given (a naive evaluation, such as the reference's
+twin, which computes float16 inputs in float16)."""
 
 Feature = Literal[
     "scale",
@@ -129,14 +131,11 @@ class Conventions:
         'layout=BTHD (declared)'
         """
         given = {
-            "fully_masked_row": (
-                fully_masked_row,
-                ("zero", "uniform", "nan", "raises", "unsupported"),
-            ),
-            "causal_alignment": (causal_alignment, ("top_left", "bottom_right")),
-            "mask_polarity": (mask_polarity, ("attend", "ignore")),
-            "layout": (layout, ("BHTD", "BTHD")),
-            "accumulation": (accumulation, ("float64", "float32", "float16", "bfloat16")),
+            "fully_masked_row": (fully_masked_row, get_args(FullyMaskedRow)),
+            "causal_alignment": (causal_alignment, get_args(CausalAlignment)),
+            "mask_polarity": (mask_polarity, get_args(MaskPolarity)),
+            "layout": (layout, get_args(Layout)),
+            "accumulation": (accumulation, get_args(Accumulation)),
         }
         for name, (value, options) in given.items():
             if value is not None and value not in options:
@@ -166,6 +165,8 @@ class Conventions:
 
         >>> Conventions().accumulates_in("bfloat16"), Conventions().accumulates_in("float64")
         ('float32', 'float64')
+        >>> Conventions.declare(accumulation="storage").accumulates_in("float16")
+        'float16'
 
         Raises
         ------
@@ -174,6 +175,8 @@ class Conventions:
         """
         if self.accumulation is None:
             return "float32" if storage in ("float16", "bfloat16") else storage
+        if self.accumulation == "storage":
+            return storage
         width = {"float64": 4, "float32": 3, "float16": 1, "bfloat16": 1}
         if width[self.accumulation] < width[storage] or (
             width[self.accumulation] == width[storage] and self.accumulation != storage

@@ -118,7 +118,14 @@ def _twin() -> Implementation:
     def sdpa(q: Any, k: Any, v: Any, **kwargs: Any) -> Any:
         return twin.scaled_dot_product_attention(q, k, v, **kwargs)
 
-    return TorchSDPA(sdpa, name="attnref.torch", features=_TWIN_FEATURES)
+    # Note: the twin computes in the dtype it is given (float16 in float16), so with
+    # --dtype float16 it is held to what that accumulation delivers, not float32's.
+    return TorchSDPA(
+        sdpa,
+        name="attnref.torch",
+        features=_TWIN_FEATURES,
+        conventions=Conventions.declare(accumulation="storage"),
+    )
 
 
 def _torch_sdpa() -> Implementation:
