@@ -203,3 +203,14 @@ def test_every_oracle_check_cites_a_clause_that_binds_implementations() -> None:
     for clause_id in clauses_checked():
         assert clauses.get(clause_id).scope == "implementations", clause_id
     assert {c.function for c in CHECKS} >= {"scaled_dot_product_attention", "attention"}
+
+
+def test_the_oracle_knows_every_spec_function() -> None:
+    """Each function of the spec is one the oracle can check (its Function literal is
+    written out for the type checker, so this keeps it in step with attnspec.FUNCTIONS)."""
+    import attnspec
+    from attnref.oracle.protocol import STEPS
+
+    composites = {"scaled_dot_product_attention", "attention"}
+    assert set(STEPS) | composites == set(attnspec.FUNCTIONS)
+    assert not set(STEPS) & composites

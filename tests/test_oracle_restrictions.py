@@ -17,25 +17,12 @@ import torch
 
 from attnref.oracle import check_implementation
 from attnref.oracle.adapters.torch import TorchSDPA
+from attnref.oracle.conventions import FEATURES as EVERY_FEATURE
 from attnref.oracle.conventions import RESTRICTIONS, Conventions, Feature
 from attnref.oracle.targets import _twin
 
-FEATURES: frozenset[Feature] = frozenset(
-    {
-        "scale",
-        "bool_mask",
-        "additive_mask",
-        "causal",
-        "causal_with_mask",
-        "weights",
-        "gradients",
-        "distinct_value_dim",
-        "softcap",
-        "window",
-        "query_offset",
-        "key_lengths",
-    }
-)
+# every feature but key-padding-only masks and grouped heads, which the math kernel lacks
+FEATURES: frozenset[Feature] = frozenset(EVERY_FEATURE) - {"key_padding_mask", "gqa"}
 RESTRICTION_CLAUSES = (
     "sdpa.softcap",
     "sdpa.window",
