@@ -251,7 +251,9 @@ class Implementation(Protocol):
     and NumPy callables; implement it yourself for anything else. An
     implementation that compiles once per input shape may also set a class
     attribute ``compiles_per_shape = True``: the oracle then draws its cases
-    from a few fixed sizes that keep the edge cases.
+    from a few fixed sizes that keep the edge cases. One that takes only some
+    shapes may offer ``supports(case) -> bool``: the oracle then judges only
+    the cases it supports (``attnspec check --shape-limit`` builds one).
     """
 
     @property
