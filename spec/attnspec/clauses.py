@@ -164,6 +164,28 @@ class Clause:
         return " ".join([*marks, " ".join(self.statement.split()), *notes])
 
 
+def _check_qualifier(
+    clause_id: str,
+    name: str,
+    value: str,
+    options: tuple[str, ...],
+    reason: str,
+    /,
+    *,
+    qualified: str,
+    needed: str,
+    refused: str,
+) -> None:
+    """A level or scope: one of its ``options``, with a reason exactly when it is ``qualified``
+    (a recommended clause, a clause about the reference alone)."""
+    if value not in options:
+        raise ValueError(
+            f"clause {clause_id!r}: {name} must be one of {', '.join(options)}; got {value!r}"
+        )
+    if (value == qualified) != bool(reason.strip()):
+        raise ValueError(f"clause {clause_id!r} {needed if value == qualified else refused}")
+
+
 def declare(*clauses: Clause) -> tuple[Clause, ...]:
     """Add clauses to the registry.
 
@@ -177,36 +199,34 @@ def declare(*clauses: Clause) -> tuple[Clause, ...]:
             raise ValueError(
                 f"clause id must be '<area>.<statement>' in kebab case; got {item.id!r}"
             )
-        if item.level not in get_args(Level):
-            raise ValueError(
-                f"clause {item.id!r}: level must be one of {', '.join(get_args(Level))}; "
-                f"got {item.level!r}"
-            )
-        if item.level == "recommended" and not item.reason.strip():
-            raise ValueError(
-                f"clause {item.id!r} is recommended and needs a reason: say why it is a "
-                "SHOULD and not a MUST"
-            )
-        if item.level == "required" and item.reason.strip():
-            raise ValueError(
-                f"clause {item.id!r} is required and has a reason; a reason says why a "
-                "clause is only recommended"
-            )
-        if item.scope not in get_args(Scope):
-            raise ValueError(
-                f"clause {item.id!r}: scope must be one of {', '.join(get_args(Scope))}; "
-                f"got {item.scope!r}"
-            )
-        if item.scope == "reference" and not item.scope_reason.strip():
-            raise ValueError(
-                f"clause {item.id!r} is about the reference alone and needs a scope_reason: "
-                "say why it binds no other implementation"
-            )
-        if item.scope == "implementations" and item.scope_reason.strip():
-            raise ValueError(
-                f"clause {item.id!r} binds every implementation and has a scope_reason; a "
-                "scope_reason says why a clause binds the reference alone"
-            )
+        _check_qualifier(
+            item.id,
+            "level",
+            item.level,
+            get_args(Level),
+            item.reason,
+            qualified="recommended",
+            needed="is recommended and needs a reason: say why it is a SHOULD and not a MUST",
+            refused=(
+                "is required and has a reason; a reason says why a clause is only recommended"
+            ),
+        )
+        _check_qualifier(
+            item.id,
+            "scope",
+            item.scope,
+            get_args(Scope),
+            item.scope_reason,
+            qualified="reference",
+            needed=(
+                "is about the reference alone and needs a scope_reason: say why it binds no "
+                "other implementation"
+            ),
+            refused=(
+                "binds every implementation and has a scope_reason; a scope_reason says why a "
+                "clause binds the reference alone"
+            ),
+        )
         if item.id in _REGISTRY:
             raise ValueError(f"clause id {item.id!r} is declared twice")
         _REGISTRY[item.id] = item
