@@ -85,15 +85,20 @@ def broadcast_shapes(func: str, /, *shapes: tuple[str, tuple[int, ...]]) -> tupl
     return tuple(result)
 
 
+def _real_or_none(func: str, name: str, x: object, /) -> float | None:
+    """``x`` as a float (``int`` and ``float`` but not ``bool``), or ``None``."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise DTypeError(f"{name} must be a real number or None for {func}; got {type(x).__name__}")
+    return float(x)
+
+
 def scale_value(func: str, scale: object, /) -> float | None:
     """A finite real scale, or ``None`` (``input.scale-finite``)."""
-    if scale is None:
+    value = _real_or_none(func, "scale", scale)
+    if value is None:
         return None
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise DTypeError(
-            f"scale must be a real number or None for {func}; got {type(scale).__name__}"
-        )
-    value = float(scale)
     if not math.isfinite(value):
         raise ArgumentError(f"scale must be finite for {func}; got {value}")
     return value
@@ -228,13 +233,9 @@ def mask_broadcasts(func: str, info: ArrayInfo, target: tuple[int, ...], /) -> t
 
 def softcap_value(func: str, softcap: object, /) -> float | None:
     """A finite real softcap greater than 0, or ``None`` (``sdpa.softcap``)."""
-    if softcap is None:
+    value = _real_or_none(func, "softcap", softcap)
+    if value is None:
         return None
-    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
-        raise DTypeError(
-            f"softcap must be a real number or None for {func}; got {type(softcap).__name__}"
-        )
-    value = float(softcap)
     if not (math.isfinite(value) and value > 0):
         raise ArgumentError(
             f"softcap must be finite and greater than 0 for {func} (None: no softcap); got {value}"
