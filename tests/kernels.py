@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import torch
 
@@ -98,6 +98,12 @@ class Flaws:
     causal_drops_additive: bool = False
     mask_batch_zero: bool = False
     causal_default_scale: bool = False
+    sink_ignored: bool = False
+    sink_scaled: bool = False
+    sink_detached: bool = False
+    lse_without_sink: bool = False
+    lse_plus_inf_when_empty: bool = False
+    lse_base_two: bool = False
 
 
 SOUND = Flaws()
@@ -251,8 +257,12 @@ class _FlashAttention2(torch.autograd.Function):
         bias: torch.Tensor | None,
         backward_bias: torch.Tensor | None,
         tiling: _Tiling,
+        sinks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         compute = _compute_dtype(q.dtype)
+        # Note: a sink starts each row's online softmax as a logit already seen
+        # (m = sigma, ell = e^0 = 1) that adds nothing to the accumulator.
+        sink = None if sinks is None else sinks.to(compute)[None, :, None]  # [1, Hq, 1]
         g = tiling.groups
         qc = q.to(compute)  # [B, Hq, Tq, d]
         kc = k.to(compute).repeat_interleave(g, dim=1)  # [B, Hq, Tk, d]
@@ -272,6 +282,8 @@ class _FlashAttention2(torch.autograd.Function):
             i0, i1 = rows
             m = torch.full((*qc.shape[:2], i1 - i0), -math.inf, dtype=compute, device=q.device)
             ell = torch.zeros_like(m)
+            if sink is not None:
+                m, ell = torch.broadcast_to(sink, m.shape).clone(), torch.ones_like(m)
             acc = torch.zeros_like(out[..., i0:i1, :])  # [B, Hq, bq, dv]
             for cols in tiling.key_tiles(t_k):
                 if _skipped(rows, cols, tiling.causal):
@@ -299,7 +311,7 @@ class _FlashAttention2(torch.autograd.Function):
             # recomputed weights exp(s - lse) are 0 there in the backward.
             lse[..., i0:i1] = torch.where(read, m + torch.log(torch.where(read, ell, 1)), math.inf)
         context = out.to(q.dtype)
-        ctx.save_for_backward(qc, kc, vc, context, lse, allowed, backward_bias)
+        ctx.save_for_backward(qc, kc, vc, context, lse, allowed, backward_bias, sink)
         ctx.tiling = tiling
         ctx.dtypes = (q.dtype, k.dtype, v.dtype)
         ctx.mark_non_differentiable(lse)
@@ -309,7 +321,7 @@ class _FlashAttention2(torch.autograd.Function):
     def backward(
         ctx: Any, grad_context: torch.Tensor, grad_lse: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
-        qc, kc, vc, context, lse, allowed, bias = ctx.saved_tensors
+        qc, kc, vc, context, lse, allowed, bias, sink = ctx.saved_tensors
         tiling: _Tiling = ctx.tiling
         flaws = tiling.flaws
         dtype = ctx.dtypes[0]
@@ -346,7 +358,12 @@ class _FlashAttention2(torch.autograd.Function):
             dk = dk.view(b, h_q // g, g, t_k, -1).sum(2)
             dv = dv.view(b, h_q // g, g, t_k, -1).sum(2)
         q_dtype, k_dtype, v_dtype = ctx.dtypes
-        return dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype), None, None, None, None
+        d_sinks = None
+        if sink is not None:
+            # the sink is one more logit whose weight beta = e^(sigma - L) reads no value:
+            # its dS is beta (0 - D), summed over the rows of its head
+            d_sinks = (-(torch.exp(sink - lse) * D).sum((0, 2))).to(q_dtype)
+        return dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype), None, None, None, None, d_sinks
 
 
 def _weights(
@@ -372,6 +389,7 @@ def _weights(
     return w.to(tiling.dtype)
 
 
+@overload
 def blocked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -386,7 +404,68 @@ def blocked_attention(
     block_k: int = 32,
     store_p_in_input_dtype: bool = True,
     flaws: Flaws = SOUND,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    sinks: torch.Tensor | None = None,
+    return_lse: Literal[False] = False,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def blocked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    /,
+    *,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    is_causal: bool = False,
+    enable_gqa: bool = False,
+    block_q: int = 32,
+    block_k: int = 32,
+    store_p_in_input_dtype: bool = True,
+    flaws: Flaws = SOUND,
+    sinks: torch.Tensor | None = None,
+    return_lse: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def blocked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    /,
+    *,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    is_causal: bool = False,
+    enable_gqa: bool = False,
+    block_q: int = 32,
+    block_k: int = 32,
+    store_p_in_input_dtype: bool = True,
+    flaws: Flaws = SOUND,
+    sinks: torch.Tensor | None = None,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def blocked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    /,
+    *,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    is_causal: bool = False,
+    enable_gqa: bool = False,
+    block_q: int = 32,
+    block_k: int = 32,
+    store_p_in_input_dtype: bool = True,
+    flaws: Flaws = SOUND,
+    sinks: torch.Tensor | None = None,
+    return_lse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FlashAttention-2 (Dao 2023) in plain PyTorch: tiled forward and hand-written backward.
 
     For each query tile and each key tile it keeps the running row max
@@ -411,6 +490,13 @@ def blocked_attention(
     rounded to the input dtype before their matmul, as FlashAttention does.
     The weights returned are ``exp(S - L)``, recomputed tile by tile as the
     kernel has them; they are not differentiable, only the context is.
+
+    ``sinks`` (``[Hq]``) start each row's online softmax at :math:`m = \\sigma_h`,
+    :math:`\\ell = 1` with nothing accumulated, so :math:`L` includes them; their
+    gradient is :math:`-\\sum_i e^{\\sigma_h - L_i} D_i`. With ``return_lse`` the
+    result is ``(context, weights, L)``, where a row with no key and no sink has
+    :math:`L = -\\infty` (FlashAttention stores :math:`+\\infty` there for its own
+    backward; this kernel converts it to the spec's value).
     """
     groups = _groups(q, k, v, enable_gqa=enable_gqa)
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
@@ -439,13 +525,32 @@ def blocked_attention(
         flaws=flaws,
     )
     backward_bias = None if flaws.backward_ignores_additive else bias
-    context, lse = _FlashAttention2.apply(q, k, v, allowed, bias, backward_bias, tiling)  # type: ignore[no-untyped-call]
+    sink = sinks
+    if sink is not None and flaws.sink_scaled:
+        sink = sink * lam  # the planted bug: the sink is scaled like a score
+    if sink is not None and flaws.sink_detached:
+        sink = sink.detach()  # the planted bug: no gradient reaches the sinks
+    if flaws.sink_ignored:
+        sink = None  # the planted bug: the keyword is accepted and dropped
+    context, lse = _FlashAttention2.apply(  # type: ignore[no-untyped-call]
+        q, k, v, allowed, bias, backward_bias, tiling, sink
+    )
     with torch.no_grad():
         compute = _compute_dtype(q.dtype)
         qc = q.to(compute)
         kc = k.to(compute).repeat_interleave(groups, dim=1)
         weights = _weights(qc, kc, allowed, bias, lse, tiling)
-    return context, weights
+        if not return_lse:
+            return context, weights
+        spec_lse = lse
+        if flaws.lse_without_sink and sink is not None:
+            # the planted bug: the sink's term taken back out of the returned normalizer
+            spec_lse = lse + torch.log(-torch.expm1(sink.to(lse.dtype)[None, :, None] - lse))
+        if not flaws.lse_plus_inf_when_empty:
+            spec_lse = torch.where(spec_lse == math.inf, -math.inf, spec_lse)
+        if flaws.lse_base_two:
+            spec_lse = spec_lse / math.log(2)  # the planted bug: log2, as the kernel's exp2
+    return context, weights, spec_lse
 
 
 def blocked(tile: int, *, store_p_in_input_dtype: bool = True, flaws: Flaws = SOUND) -> AttentionFn:

@@ -289,17 +289,17 @@ BAD_CALLS: dict[str, Case] = {
     ),
     # sdpa.causal-alignment-known, sdpa.gqa-heads-divisible, flags
     "scaled_dot_product_attention(q, k, v, causal_alignment='upper')": (
-        lambda: attnref.scaled_dot_product_attention(
+        lambda: attnref.scaled_dot_product_attention(  # type: ignore[call-overload]
             Q,
             K,
             V,
-            causal_alignment="upper",  # type: ignore[arg-type]
+            causal_alignment="upper",
         ),
         ArgumentError,
         r"causal_alignment must be one of 'top_left', 'bottom_right'",
     ),
     "scaled_dot_product_attention(q, k, v, is_causal=1)": (
-        lambda: attnref.scaled_dot_product_attention(Q, K, V, is_causal=1),  # type: ignore[arg-type]
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, is_causal=1),  # type: ignore[call-overload]
         DTypeError,
         r"is_causal must be a bool",
     ),
@@ -316,6 +316,78 @@ BAD_CALLS: dict[str, Case] = {
         ),
         ShapeError,
         r"query must have at least 3 dimensions",
+    ),
+    # sdpa.arguments: sinks and return_lse
+    "scaled_dot_product_attention(q[2 heads], k, v, sinks[3])": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, sinks=np.zeros(3)),
+        ShapeError,
+        r"sinks\.shape\[0\] must equal query\.shape\[-3\] for scaled_dot_product_attention; "
+        r"got 3 and 2",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks[2,1])": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, sinks=np.zeros((2, 1))),
+        ShapeError,
+        r"sinks must have exactly 1 dimension \[H\]",
+    ),
+    "scaled_dot_product_attention(q[rank 2], k, v, sinks[3])": (
+        lambda: attnref.scaled_dot_product_attention(
+            normal(3, 4), normal(5, 4), normal(5, 6), sinks=np.zeros(3)
+        ),
+        ShapeError,
+        r"query must have at least 3 dimensions \[\.\.\., H, Tq, d\] with sinks",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks=int64)": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, sinks=np.zeros(2, dtype=np.int64)),
+        DTypeError,
+        r"sinks must have a real or complex floating dtype for scaled_dot_product_attention; "
+        r"got int64",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks=bool)": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, sinks=np.ones(2, dtype=bool)),
+        DTypeError,
+        r"sinks must have a real or complex floating dtype",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks with NaN)": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, sinks=np.array([0.0, np.nan])),
+        NonFiniteInputError,
+        r"sinks must be finite where it is read for scaled_dot_product_attention; "
+        r"got nan at index \(1,\)",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks with inf)": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, sinks=np.array([np.inf, 0.0])),
+        NonFiniteInputError,
+        r"sinks must be finite where it is read",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks with -inf)": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, sinks=np.array([-np.inf, 0.0])),
+        NonFiniteInputError,
+        r"sinks must be finite where it is read",
+    ),
+    "scaled_dot_product_attention(q, k, v, return_lse=1)": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, return_lse=1),  # type: ignore[call-overload]
+        DTypeError,
+        r"return_lse must be a bool for scaled_dot_product_attention; got int",
+    ),
+    "scaled_dot_product_attention(q, k, v, return_lse=None)": (
+        lambda: attnref.scaled_dot_product_attention(Q, K, V, return_lse=None),  # type: ignore[call-overload]
+        DTypeError,
+        r"return_lse must be a bool for scaled_dot_product_attention; got NoneType",
+    ),
+    # lse.formula: log_sum_exp takes what attention_distribution takes
+    "log_sum_exp(scores[2,3,0])": (
+        lambda: attnref.log_sum_exp(normal(2, 3, 0)),
+        ShapeError,
+        r"scores\.shape\[-1\] must be at least 1 for log_sum_exp",
+    ),
+    "log_sum_exp(scores with +inf)": (
+        lambda: attnref.log_sum_exp(np.array([[0.0, np.inf]])),
+        NonFiniteInputError,
+        r"scores must be finite or -inf where it is read for log_sum_exp",
+    ),
+    "log_sum_exp(scores, mask=int)": (
+        lambda: attnref.log_sum_exp(S, mask=np.ones(5, dtype=np.int64)),  # type: ignore[arg-type]
+        DTypeError,
+        r"mask must be boolean \(True = may attend\) or real floating",
     ),
 }
 

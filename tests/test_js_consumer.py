@@ -1,7 +1,8 @@
 """The JavaScript consumer of the golden vectors (docs/examples/js): it passes them, and fails.
 
 It proves the vectors are language-neutral: a dependency-free Node.js
-implementation of dot and scaled-dot attention reads them and checks itself.
+implementation of dot and scaled-dot attention (with sinks and the log-sum-exp)
+reads them and checks itself.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ IMPLEMENTED = {
     "score_dot",
     "score_scaled_dot",
     "attention_distribution",
+    "log_sum_exp",
     "attention_value",
     "attention",
     "scaled_dot_product_attention",
@@ -89,6 +91,20 @@ def test_consumer_fails_on_a_wrong_expected_value(tmp_path: Path) -> None:
     result = _run(directory)
     assert result.returncode == 1
     assert "FAIL scaled_dot_product_attention/causal-bottom-right-5x2" in result.stdout
+
+
+def test_consumer_fails_on_a_finite_lse_for_an_empty_row(tmp_path: Path) -> None:
+    """lse.fully-masked-row: an expected -inf changed to 0 makes the consumer exit 1."""
+    directory = _copy_vectors(tmp_path / "vectors")
+    path = directory / "scaled_dot_product_attention.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    case = next(c for c in data["cases"] if c["id"].endswith("/lse-fully-masked-row"))
+    lse = case["outputs"][2]
+    lse["data"][lse["data"].index("-inf")] = (0.0).hex()
+    path.write_text(json.dumps(data), encoding="utf-8")
+    result = _run(directory)
+    assert result.returncode == 1
+    assert "FAIL scaled_dot_product_attention/lse-fully-masked-row: output 2" in result.stdout
 
 
 def test_consumer_fails_when_an_error_is_not_raised(tmp_path: Path) -> None:

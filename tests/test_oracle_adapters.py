@@ -21,11 +21,13 @@ def reference_vjp(q: Any, k: Any, v: Any, cotangent: Any, **kwargs: Any) -> dict
     grads = vjp_scaled_dot_product_attention(
         q, k, v, **kwargs, cotangent=(cotangent, np.zeros_like(weights))
     )
-    return {"query": grads.query, "key": grads.key, "value": grads.value}
+    named = {"query": grads.query, "key": grads.key, "value": grads.value}
+    return named if grads.sinks is None else named | {"sinks": grads.sinks}
 
 
-# the reference takes the restrictions too (softcap, window, query_offset, key_lengths)
-EXTRA: frozenset[Feature] = RESTRICTIONS | {"causal_with_mask", "gradients"}
+# the reference takes the restrictions too (softcap, window, query_offset, key_lengths),
+# sinks and return_lse
+EXTRA: frozenset[Feature] = RESTRICTIONS | {"causal_with_mask", "gradients", "sinks", "lse"}
 FEATURES = NumpySDPA(attnref.scaled_dot_product_attention).features | EXTRA
 
 

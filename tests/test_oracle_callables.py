@@ -32,7 +32,8 @@ ALWAYS: frozenset[Feature] = frozenset({"gradients", "distinct_value_dim"})
 
 def context(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """The twin's context, with the spec's keyword names."""
-    return twin.scaled_dot_product_attention(q, k, v, **kwargs)[0]
+    result: torch.Tensor = twin.scaled_dot_product_attention(q, k, v, **kwargs)[0]
+    return result
 
 
 def mask_only(q: Any, k: Any, v: Any, *, mask: Any = None) -> Any:

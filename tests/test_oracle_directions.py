@@ -38,10 +38,14 @@ from attnref.oracle.witnesses import naive_evaluations
 # checks those in both directions
 # the checks of the restrictions, which the kernels here do not offer (skipped by design;
 # tests/test_oracle_restrictions.py checks them in both directions)
-RESTRICTION_CLAUSES = {c.clause for c in CHECKS if (c.requires | c.requires_any) & RESTRICTIONS}
+KEYWORDS: frozenset[Feature] = RESTRICTIONS | {"sinks", "lse"}
+"""The keywords of current kernels that the kernels here do not take (tests/test_oracle_
+restrictions.py and tests/test_oracle_sinks_lse.py check them)."""
+RESTRICTION_CLAUSES = {c.clause for c in CHECKS if (c.requires | c.requires_any) & KEYWORDS}
 
-FEATURES: frozenset[Feature] = frozenset(EVERY_FEATURE) - {"key_padding_mask"} - RESTRICTIONS
-"""Every feature but key-padding-only masks (the kernels take masks of any shape)."""
+FEATURES: frozenset[Feature] = frozenset(EVERY_FEATURE) - {"key_padding_mask"} - KEYWORDS
+"""Every feature but key-padding-only masks (the kernels take masks of any shape) and the
+keywords they do not take."""
 SEEDS = (0, 1)
 
 

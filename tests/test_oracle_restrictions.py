@@ -21,8 +21,14 @@ from attnref.oracle.conventions import FEATURES as EVERY_FEATURE
 from attnref.oracle.conventions import RESTRICTIONS, Conventions, Feature
 from attnref.oracle.targets import _twin
 
-# every feature but key-padding-only masks and grouped heads, which the math kernel lacks
-FEATURES: frozenset[Feature] = frozenset(EVERY_FEATURE) - {"key_padding_mask", "gqa"}
+# every feature but key-padding-only masks, grouped heads, sinks and the log-sum-exp, which
+# the math kernel lacks
+FEATURES: frozenset[Feature] = frozenset(EVERY_FEATURE) - {
+    "key_padding_mask",
+    "gqa",
+    "sinks",
+    "lse",
+}
 RESTRICTION_CLAUSES = (
     "sdpa.softcap",
     "sdpa.window",

@@ -14,6 +14,7 @@ import pytest
 
 import attnref
 import tolerances as tol
+from attnref.vjp import vjp_scaled_dot_product_attention
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 RNG = np.random.default_rng(1508)
@@ -88,6 +89,110 @@ def test_large_logits_do_not_overflow() -> None:
     np.testing.assert_array_equal(got, [[1.0, 0.0, 0.0, 0.0]])
 
 
+def test_log_sum_exp_matches_the_formula() -> None:
+    """lse.formula, lse.fully-masked-row: log sum_{k allowed} exp(e_ik + m_ik) per row, with a
+    boolean or an additive mask; a row with no allowed key is -inf, not NaN."""
+    scores = np.array([[1.0, 2.0, 3.0], [0.5, -0.5, 4.0], [7.0, 8.0, 9.0]])
+    allowed = np.array([[True, True, False], [True, True, True], [False, False, False]])
+    bias = np.where(allowed, np.array([0.0, 1.5, 0.0]), -np.inf)
+    got = attnref.log_sum_exp(scores, mask=allowed)
+    with_bias = attnref.log_sum_exp(scores, mask=bias)
+    # math.exp and math.log within an ulp, fsum correctly rounded: the bound of either side
+    rows = zip(scores[:2], allowed[:2], strict=True)
+    expected = [math.log(math.fsum(math.exp(x) for x in r[a])) for r, a in rows]
+    tol.assert_within(got[:2], expected, 2 * tol.log_sum_exp_bound(np.float64, 3, expected))
+    biased = [math.log(math.exp(1.0) + math.exp(3.5)), math.log(math.fsum(np.exp([0.5, 1.0, 4.0])))]
+    bound = 2 * tol.log_sum_exp_bound(np.float64, 3, biased, logit_magnitude=4.0)
+    tol.assert_within(with_bias[:2], biased, bound)
+    assert got[2] == -np.inf
+    assert with_bias[2] == -np.inf
+    assert got.shape == (3,)
+    assert got.dtype == np.float64
+
+
+def test_log_sum_exp_near_the_float64_limit_is_finite() -> None:
+    """lse.stable: scores at the largest float64 give a finite log-sum-exp: max + log 2 rounds to
+    the maximum, and a row of -max keys to -max."""
+    big = np.finfo(np.float64).max
+    got = attnref.log_sum_exp(np.array([[big, big], [big, -big], [-big, -big]]))
+    np.testing.assert_array_equal(got, [big, big, -big])
+
+
+def test_sinks_add_their_exponential_to_the_denominator() -> None:
+    """sdpa.sinks, sdpa.log-sum-exp: alpha_ij = exp(t_ij) / (exp(sigma_h) + sum_k exp(t_ik)) per
+    head h, the context attends to no sink value, lse = log(exp(sigma_h) + sum_k exp(t_ik)),
+    and a fully masked row has zero weights, a zero context and the sink as lse."""
+    rng = np.random.default_rng(8)
+    # integers and scale 1: the scores are exact, so only the softmax rounds
+    q = rng.integers(-2, 3, (2, 3, 2)).astype(np.float64)
+    k = rng.integers(-2, 3, (2, 4, 2)).astype(np.float64)
+    v = normal(2, 4, 3)
+    sinks = np.array([0.75, -1.25])
+    mask = np.ones((3, 4), dtype=bool)
+    mask[1] = False
+    context, weights, lse = attnref.scaled_dot_product_attention(
+        q, k, v, mask=mask, scale=1.0, sinks=sinks, return_lse=True
+    )
+    for h in range(2):
+        for i in (0, 2):
+            e = [math.exp(float(q[h, i] @ k[h, j])) for j in range(4)]
+            z = math.fsum([*e, math.exp(sinks[h])])
+            row = np.array([x / z for x in e])
+            tol.assert_within(weights[h, i], row, tol.bound("softmax", 5, 1.0))
+            ctx = np.array([math.fsum(row * v[h, :, c]) for c in range(3)])
+            ctx_bound = tol.bound("softmax", 5, 1.0) * np.abs(v[h]).sum(axis=0) + tol.bound(
+                "sum", 4, np.abs(row) @ np.abs(v[h])
+            )
+            tol.assert_within(context[h, i], ctx, ctx_bound)
+            tol.assert_within(lse[h, i], math.log(z), 2 * tol.log_sum_exp_bound(np.float64, 5, 4.0))
+        assert np.all(weights[h, 1] == 0)
+        assert np.all(context[h, 1] == 0)
+        assert lse[h, 1] == sinks[h]
+
+
+def test_a_zero_sink_is_one_more_in_the_denominator() -> None:
+    """sdpa.sinks: sigma = 0 is the softmax plus one in the denominator: three equal scores
+    get 1/4 each, and a log-sum-exp of log 4."""
+    q, k, v = np.zeros((1, 2, 3)), np.zeros((1, 3, 3)), normal(1, 3, 2)
+    _, weights, lse = attnref.scaled_dot_product_attention(
+        q, k, v, sinks=np.zeros(1), return_lse=True
+    )
+    np.testing.assert_array_equal(weights, np.full((1, 2, 3), 0.25))
+    tol.assert_within(lse, np.full((1, 2), math.log(4)), tol.log_sum_exp_bound(np.float64, 4, 2.0))
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "expected"),
+    [
+        ((np.float32, np.float64), np.float64),
+        ((np.float64, np.float32), np.float64),
+        ((np.float16, np.float16), np.float16),
+        ((np.float16, np.float32), np.float32),
+    ],
+    ids=["f32 q/k/v, f64 sinks", "f64 q/k/v, f32 sinks", "f16 both", "f16 q/k/v, f32 sinks"],
+)
+def test_sinks_take_part_in_the_result_dtype(dtypes: tuple[Any, Any], expected: Any) -> None:
+    """sdpa.sinks, input.result-dtype: the sinks take part in the result dtype like query, key
+    and value; the log-sum-exp has that dtype too."""
+    q, k = normal(2, 3, 4).astype(dtypes[0]), normal(2, 5, 4).astype(dtypes[0])
+    sinks = np.array([0.5, -0.5], dtype=dtypes[1])
+    result = attnref.scaled_dot_product_attention(q, k, k, sinks=sinks, return_lse=True)
+    assert [r.dtype for r in result] == [expected] * 3
+
+
+def test_return_lse_adds_the_log_sum_exp_as_a_third_result() -> None:
+    """sdpa.log-sum-exp: return_lse=True returns (context, weights, lse), lse [..., Tq] with
+    the query's heads (grouped heads included), and the first two as without it."""
+    q, k, v = normal(2, 4, 3, 5), normal(2, 2, 6, 5), normal(2, 2, 6, 3)
+    pair = attnref.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    triple = attnref.scaled_dot_product_attention(q, k, v, enable_gqa=True, return_lse=True)
+    assert len(pair) == 2
+    assert len(triple) == 3
+    np.testing.assert_array_equal(triple[0], pair[0])
+    np.testing.assert_array_equal(triple[1], pair[1])
+    assert triple[2].shape == (2, 4, 3)
+
+
 @pytest.mark.parametrize(
     ("alignment", "expected"),
     [
@@ -100,12 +205,12 @@ def test_causal_alignments_allow_exactly_the_specified_keys(
 ) -> None:
     """sdpa.causal-top-left / sdpa.causal-bottom-right for Tq = 2, Tk = 4."""
     q, k, v = normal(2, 3), normal(4, 3), normal(4, 2)
-    _, weights = attnref.scaled_dot_product_attention(
+    _, weights = attnref.scaled_dot_product_attention(  # type: ignore[call-overload]
         q,
         k,
         v,
         is_causal=True,
-        causal_alignment=alignment,  # type: ignore[arg-type]
+        causal_alignment=alignment,
     )
     np.testing.assert_array_equal(weights > 0, np.array(expected, dtype=bool))
 
@@ -258,9 +363,20 @@ def test_no_input_is_mutated() -> None:
     mask = RNG.random((3, 5)) > 0.3
     k[..., 0, :] = np.nan
     mask[:, 0] = False
-    args = [q, k, v, mask]
+    sinks = np.array([0.5, -1.0])
+    additive = np.where(mask, 0.0, -np.inf)
+    scores = normal(2, 3, 5)
+    scores[..., 0] = np.nan  # masked: not read
+    args = [q, k, v, mask, sinks, additive, scores]
     before = [a.copy() for a in args]
     attnref.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=True)
     attnref.attention(q, k, v, mask=mask)
+    attnref.scaled_dot_product_attention(q, k, v, mask=additive, sinks=sinks, return_lse=True)
+    attnref.log_sum_exp(scores, mask=additive)
+    result = attnref.scaled_dot_product_attention(q, k, v, mask=mask, sinks=sinks, return_lse=True)
+    cotangent = (np.ones_like(result[0]), np.ones_like(result[1]), np.ones_like(result[2]))
+    vjp_scaled_dot_product_attention(
+        q, k, v, mask=mask, sinks=sinks, softcap=2.0, return_lse=True, cotangent=cotangent
+    )
     for a, b in zip(args, before, strict=True):
         np.testing.assert_array_equal(a, b)

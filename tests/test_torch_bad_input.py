@@ -480,6 +480,107 @@ BAD_CALLS: dict[str, Bad] = {
         ShapeError,
         r"query must have at least 3 dimensions \[\.\.\., H, T, d\] with enable_gqa=True",
     ),
+    # sdpa.arguments: sinks and return_lse
+    "scaled_dot_product_attention(q[2 heads], k, v, sinks[3])": Bad(
+        lambda m, a: m.scaled_dot_product_attention(a(Q), a(K), a(V), sinks=a(np.zeros(3))),
+        ShapeError,
+        r"sinks\.shape\[0\] must equal query\.shape\[-3\] for scaled_dot_product_attention; "
+        r"got 3 and 2",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks[2,1])": Bad(
+        lambda m, a: m.scaled_dot_product_attention(a(Q), a(K), a(V), sinks=a(np.zeros((2, 1)))),
+        ShapeError,
+        r"sinks must have exactly 1 dimension \[H\] for scaled_dot_product_attention; "
+        r"got shape \(2, 1\)",
+    ),
+    "scaled_dot_product_attention(q[rank 2], k, v, sinks[3])": Bad(
+        lambda m, a: m.scaled_dot_product_attention(
+            a(normal(3, 4)), a(normal(5, 4)), a(normal(5, 6)), sinks=a(np.zeros(3))
+        ),
+        ShapeError,
+        r"query must have at least 3 dimensions \[\.\.\., H, Tq, d\] with sinks for "
+        r"scaled_dot_product_attention; got shape \(3, 4\)",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks=int64)": Bad(
+        lambda m, a: m.scaled_dot_product_attention(
+            a(Q), a(K), a(V), sinks=a(np.zeros(2, dtype=np.int64))
+        ),
+        DTypeError,
+        r"sinks must have a real (or complex )?floating dtype for scaled_dot_product_attention; "
+        r"got int64",
+        same_text=False,
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks with NaN)": Bad(
+        lambda m, a: m.scaled_dot_product_attention(
+            a(Q), a(K), a(V), sinks=a(np.array([0.0, NAN]))
+        ),
+        NonFiniteInputError,
+        r"sinks must be finite where it is read for scaled_dot_product_attention; "
+        r"got nan at index \(1,\)",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks with -inf)": Bad(
+        lambda m, a: m.scaled_dot_product_attention(
+            a(Q), a(K), a(V), sinks=a(np.array([-INF, 0.0]))
+        ),
+        NonFiniteInputError,
+        r"sinks must be finite where it is read for scaled_dot_product_attention; "
+        r"got -inf at index \(0,\)",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks with inf, every row masked)": Bad(
+        lambda m, a: m.scaled_dot_product_attention(
+            a(Q), a(K), a(V), mask=a(np.zeros(5, dtype=bool)), sinks=a(np.array([INF, 0.0]))
+        ),
+        NonFiniteInputError,
+        r"sinks must be finite",
+    ),
+    "scaled_dot_product_attention(q, k, v, return_lse=1)": Bad(
+        lambda m, a: m.scaled_dot_product_attention(a(Q), a(K), a(V), return_lse=1),
+        DTypeError,
+        r"return_lse must be a bool for scaled_dot_product_attention; got int",
+    ),
+    "scaled_dot_product_attention(q, k, v, return_lse='yes')": Bad(
+        lambda m, a: m.scaled_dot_product_attention(a(Q), a(K), a(V), return_lse="yes"),
+        DTypeError,
+        r"return_lse must be a bool for scaled_dot_product_attention; got str",
+    ),
+    # lse.formula: log_sum_exp takes what attention_distribution takes
+    "log_sum_exp(scores[5])": Bad(
+        lambda m, a: m.log_sum_exp(a(normal(5))),
+        ShapeError,
+        r"scores must have at least 2 dimensions .* for log_sum_exp",
+    ),
+    "log_sum_exp(scores[2,3,0])": Bad(
+        lambda m, a: m.log_sum_exp(a(normal(2, 3, 0))),
+        ShapeError,
+        r"scores\.shape\[-1\] must be at least 1 for log_sum_exp; got 0",
+    ),
+    "log_sum_exp(scores, mask[4])": Bad(
+        lambda m, a: m.log_sum_exp(a(S), mask=a(np.ones(4, dtype=bool))),
+        ShapeError,
+        r"mask must broadcast to the scores' shape \(2, 3, 5\) for log_sum_exp",
+    ),
+    "log_sum_exp(scores, mask=int64)": Bad(
+        lambda m, a: m.log_sum_exp(a(S), mask=a(np.ones(5, dtype=np.int64))),
+        DTypeError,
+        r"mask must be boolean \(True = may attend\) or real floating \(additive\) "
+        r"for log_sum_exp; got int64",
+    ),
+    "log_sum_exp(scores with +inf)": Bad(
+        lambda m, a: m.log_sum_exp(a(np.array([[0.0, INF]]))),
+        NonFiniteInputError,
+        r"scores must be finite or -inf where it is read for log_sum_exp",
+    ),
+    "log_sum_exp(scores, mask with NaN)": Bad(
+        lambda m, a: m.log_sum_exp(a(S), mask=a(np.array([0.0, NAN, 0, 0, 0]))),
+        NonFiniteInputError,
+        r"mask must be finite or -inf where it is read for log_sum_exp",
+    ),
+    "log_sum_exp(scores=int64)": Bad(
+        lambda m, a: m.log_sum_exp(a(S.astype(np.int64))),
+        DTypeError,
+        r"scores must have a real (or complex )?floating dtype for log_sum_exp; got int64",
+        same_text=False,
+    ),
 }
 
 
@@ -558,12 +659,35 @@ TWIN_ONLY: dict[str, tuple[Callable[[], object], type[AttnSpecError], str]] = {
         DTypeError,
         r"scale must be a real number or None for attention; got Tensor",
     ),
-    "scaled_dot_product_attention(q, k, v, scale=tensor(0.5))": (
-        lambda: twin.scaled_dot_product_attention(
+    "scaled_dot_product_attention(q, k, v, sinks=list)": (
+        lambda: twin.scaled_dot_product_attention(  # type: ignore[call-overload]
             torch.tensor(Q),
             torch.tensor(K),
             torch.tensor(V),
-            scale=torch.tensor(0.5),  # type: ignore[arg-type]
+            sinks=[0.0, 0.0],
+        ),
+        DTypeError,
+        r"sinks must have a real floating dtype for scaled_dot_product_attention; got list "
+        r"\(not a torch\.Tensor\)",
+    ),
+    "scaled_dot_product_attention(q, k, v, sinks=complex128)": (
+        lambda: twin.scaled_dot_product_attention(
+            torch.tensor(Q), torch.tensor(K), torch.tensor(V), sinks=torch.zeros(2) + 0j
+        ),
+        DTypeError,
+        r"sinks must have a real floating dtype for scaled_dot_product_attention; got complex",
+    ),
+    "log_sum_exp(scores=complex128)": (
+        lambda: twin.log_sum_exp(torch.tensor(S + 0j)),
+        DTypeError,
+        r"scores must have a real floating dtype for log_sum_exp; got complex128",
+    ),
+    "scaled_dot_product_attention(q, k, v, scale=tensor(0.5))": (
+        lambda: twin.scaled_dot_product_attention(  # type: ignore[call-overload]
+            torch.tensor(Q),
+            torch.tensor(K),
+            torch.tensor(V),
+            scale=torch.tensor(0.5),
         ),
         DTypeError,
         r"scale must be a real number or None for scaled_dot_product_attention; got Tensor",
@@ -633,6 +757,14 @@ VALID_CALLS: dict[str, Callable[[Convert], object]] = {
     "scaled_dot_product_attention": lambda a: twin.scaled_dot_product_attention(
         a(QP), a(KP), a(VP), mask=a(MASK), is_causal=True, causal_alignment="bottom_right"
     ),
+    "log_sum_exp": lambda a: twin.log_sum_exp(
+        a(with_value(S, (..., 4), NAN)), mask=a(np.where(MASK, 0.0, -np.inf))
+    ),
+    "scaled_dot_product_attention(sinks, return_lse=True)": lambda a: (
+        twin.scaled_dot_product_attention(
+            a(QP), a(KP), a(VP), mask=a(MASK), sinks=a(np.array([0.5, -2.0])), return_lse=True
+        )
+    ),
 }
 
 
@@ -701,6 +833,24 @@ def test_sdpa_backward_is_zero_at_a_fully_masked_row_and_a_nan_key(kind: str) ->
     grads = backward((context, weights), [q, k, v])
     assert_finite_zero(grads, [(slice(None), 1), (slice(None), 4), (slice(None), 4)])
     assert bool((grads[0][:, 0] != 0).any()), "a read query row got no gradient"
+
+
+def test_sdpa_backward_with_sinks_is_zero_at_unread_positions() -> None:
+    """sdpa.sinks, input.unread-gradient: with sinks and the log-sum-exp as an output, the
+    fully masked query row and the masked key still get finite zero gradients (their NaN is
+    not read), while every sink gets one: its share of each row, fully masked rows included,
+    where the log-sum-exp is the sink itself."""
+    q, k, v = leaf(QP), leaf(KP), leaf(VP)
+    sinks = leaf(np.array([0.5, -2.0]))
+    context, weights, lse = twin.scaled_dot_product_attention(
+        q, k, v, mask=torch.tensor(MASK), sinks=sinks, return_lse=True
+    )
+    assert bool((lse[:, 1] == sinks.detach()).all()), "a fully masked row's lse is not its sink"
+    (only_lse,) = torch.autograd.grad(lse[:, 1].sum(), [sinks], retain_graph=True)
+    assert bool((only_lse == 1).all()), "d lse / d sink is not 1 on a fully masked row"
+    grads = backward((context, weights, lse), [q, k, v, sinks])
+    assert_finite_zero(grads, [(slice(None), 1), (slice(None), 4), (slice(None), 4), None])
+    assert bool((grads[3] != 0).all()), "a sink got no gradient"
 
 
 def test_sdpa_backward_with_bottom_right_causal_rows_that_see_nothing() -> None:

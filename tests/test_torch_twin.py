@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from torch.nn.functional import scaled_dot_product_attention as torch_sdpa
 import attnref
 import attnref.torch as twin
 from attnspec.errors import AttnSpecError
-from tolerances import bound, softmax_perturbation
+from tolerances import bound, log_sum_exp_bound, softmax_perturbation
 
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
@@ -209,15 +209,18 @@ def row_max(x: F64, allowed: Bool) -> F64:
     return np.asarray(np.where(allowed, full, 0.0).max(axis=-1, keepdims=True, initial=0.0))
 
 
-def composite_bounds(logit_error: F64, allowed: Bool, weights: Any, values: F64) -> tuple[F64, F64]:
+def composite_bounds(
+    logit_error: F64, allowed: Bool, weights: Any, values: F64, *, sink: bool = False
+) -> tuple[F64, F64]:
     """Bounds on (context, weights) from a bound on the logits' error.
 
-    weights: alpha (e^{2 delta} - 1) + the softmax's own rounding; context: that
-    error times |values|, plus the rounding of the weighted sum over Tk.
+    weights: alpha (e^{2 delta} - 1) + the softmax's own rounding, over Tk terms or, with a
+    ``sink`` (an exact logit, sdpa.sinks), Tk + 1; context: that error times |values|, plus
+    the rounding of the weighted sum over Tk.
     """
     t_k = weights.shape[-1]
     amplified = weights * softmax_perturbation(row_max(logit_error, allowed))
-    w_tol = np.asarray(amplified + bound("softmax", t_k, 1.0))
+    w_tol = np.asarray(amplified + bound("softmax", t_k + int(sink), 1.0))
     abs_v = np.abs(values)
     c_tol = np.asarray(w_tol @ abs_v + bound("sum", t_k, weights @ abs_v))
     return c_tol, w_tol
@@ -345,6 +348,43 @@ def test_attention_distribution_equals_reference(
     expected, got = run_both("attention_distribution", scores, mask=mask)
     assert_within(expected, got, bound("softmax", shape[-1], 1.0), "attention_distribution")
     assert bool((got.numpy()[~allowed] == 0).all()), "a disallowed weight is not exactly 0"
+
+
+def assert_lse_within(
+    expected: F64, got: torch.Tensor, tolerance: npt.ArrayLike, what: str
+) -> None:
+    """As :func:`assert_within` for log-sum-exps: ``-inf`` exactly where the reference has it
+    (a row with no allowed key and no sink, lse.fully-masked-row), within ``tolerance``
+    elsewhere."""
+    g = got.detach().numpy()
+    assert g.shape == expected.shape, f"{what}: shape {g.shape} != {expected.shape}"
+    empty = np.isneginf(expected)
+    np.testing.assert_array_equal(np.isneginf(g), empty, err_msg=f"{what}: -inf rows differ")
+    tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), expected.shape)
+    assert_within(expected[~empty], torch.from_numpy(g[~empty]), tol[~empty], what)
+
+
+@SETTINGS
+@given(scores_and_mask(), st.one_of(st.none(), POISON))
+def test_log_sum_exp_equals_reference(
+    case: tuple[F64, Any, tuple[int, ...]], poison: float | None
+) -> None:
+    """lse.formula, lse.stable, lse.fully-masked-row: the twin equals the reference, logits
+    near the float64 limit, -inf scores and masks, and poison at disallowed positions included.
+
+    Both sides compute the same half-logits by the same correctly rounded operations, so
+    only the shifted sum and its logarithm separate them: log_sum_exp_bound for each.
+    """
+    scores, mask, shape = case
+    allowed = allowed_by(mask, shape)
+    if poison is not None:
+        scores = np.broadcast_to(scores, shape).copy()
+        scores[~allowed] = poison
+    expected, got = run_both("log_sum_exp", scores, mask=mask)
+    assert got.dtype == torch.float64
+    size = np.where(np.isfinite(expected), np.abs(expected), 0.0)
+    tolerance = 2 * log_sum_exp_bound(np.float64, shape[-1], size)
+    assert_lse_within(expected, got, tolerance, "log_sum_exp")
 
 
 @SETTINGS
@@ -661,6 +701,119 @@ def test_sdpa_with_extreme_logits_equals_reference(case: SdpaCase) -> None:
     check_sdpa(case)
 
 
+SINKS = st.one_of(MODERATE, st.sampled_from([0.0, -1e4, 30.0, 1e300, -1e300]))
+"""Sink logits: moderate, none in effect (-1e4, -1e300), or taking every row (30, 1e300)."""
+
+
+@st.composite
+def sink_cases(draw: st.DrawFn, /, **options: bool) -> tuple[SdpaCase, F64, bool]:
+    """An SDPA case whose query has a heads axis, sinks ``[H]`` for it, and ``return_lse``."""
+    case = draw(sdpa_cases(**options))
+    if case.q.ndim < 3:  # a heads axis of 1 in front, which broadcasts against any batch
+        case = replace(case, q=case.q[None])
+    sinks = draw(arrays((case.q.shape[-3],), SINKS))
+    return case, sinks, draw(st.booleans())
+
+
+def check_sdpa_with_sinks(case: SdpaCase, sinks: F64, return_lse: bool) -> None:
+    """Twin equals reference with sinks (weights, context and the log-sum-exp), poisoned."""
+    q, k, v = case.poisoned()
+    kwargs = {**case.kwargs(), "sinks": sinks}
+    if return_lse:
+        kwargs["return_lse"] = True
+    expected, got = run_both("scaled_dot_product_attention", q, k, v, **kwargs)
+    assert len(expected) == len(got) == (3 if return_lse else 2)
+    ctx, w = expected[:2]
+    allowed = case.allowed()
+    logit_error = sdpa_logit_error(case)
+    c_tol, w_tol = composite_bounds(logit_error, allowed, w, sdpa_values(case), sink=True)
+    assert_within(w, got[1], w_tol, "sdpa weights with sinks")
+    assert_within(ctx, got[0], c_tol, "sdpa context with sinks")
+    empty_rows = ~np.broadcast_to(allowed, w.shape).any(axis=-1)
+    assert bool((got[0].numpy()[empty_rows] == 0).all()), "a fully masked row has a context"
+    if return_lse:
+        lse = expected[2]
+        # the logits differ by logit_error at most and the log-sum-exp is 1-Lipschitz in them;
+        # each side's shifted sum over Tk + 1 terms and its log round by log_sum_exp_bound
+        lse_tol = row_max(logit_error, allowed)[..., 0] + 2 * log_sum_exp_bound(
+            np.float64, w.shape[-1] + 1, np.abs(lse)
+        )
+        assert_lse_within(lse, got[2], lse_tol, "sdpa lse with sinks")
+        sink_of_row = np.broadcast_to(sinks[:, None], lse.shape)
+        assert bool((got[2].numpy()[empty_rows] == sink_of_row[empty_rows]).all())
+
+
+@SETTINGS
+@given(sink_cases())
+def test_sdpa_with_sinks_equals_reference(drawn: tuple[SdpaCase, F64, bool]) -> None:
+    """sdpa.sinks, sdpa.log-sum-exp: the twin gives the reference's weights, context and
+    log-sum-exp with sinks (extreme ones included), fully masked rows giving the sink."""
+    check_sdpa_with_sinks(*drawn)
+
+
+@SETTINGS
+@given(sink_cases(gqa=True))
+def test_sdpa_grouped_heads_with_sinks_equals_reference(drawn: tuple[SdpaCase, F64, bool]) -> None:
+    """sdpa.sinks, sdpa.grouped-query-heads: one sink per query head, not per key head."""
+    check_sdpa_with_sinks(*drawn)
+
+
+MIXED_DTYPES = [
+    pytest.param(np.float64, np.float16, 1e5, 0.0, id="f64 scores 1e5, f16 sinks"),
+    pytest.param(np.float64, np.float32, 1e39, 0.0, id="f64 scores 1e39, f32 sinks"),
+    pytest.param(np.float16, np.float64, 0.0, 7e4, id="f16 scores, f64 sink 7e4"),
+    pytest.param(np.float32, np.float64, 0.0, 1e39, id="f32 scores, f64 sink 1e39"),
+]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize(("dtype", "sink_dtype", "score", "sink"), MIXED_DTYPES)
+def test_sinks_and_scores_of_different_dtypes_keep_the_promoted_range(
+    backend: str, dtype: Any, sink_dtype: Any, score: float, sink: float
+) -> None:
+    """sdpa.sinks, sdpa.log-sum-exp, input.result-dtype: the sinks take part in the result
+    dtype like query, key and value, so a logit that the promoted dtype holds stays finite
+    however narrow the other operand: scores (score, score/2) against a sink of 0 give weights
+    (1, 0) and lse = score; scores (0, 0) against a sink far above give weights 0 and
+    lse = sink, all exactly (the losing terms underflow to 0)."""
+    q = np.array([[[score, 0.0]]], dtype=dtype)
+    k = np.array([[[1.0, 0.0], [0.5, 0.0]]], dtype=dtype)
+    v = np.array([[[1.0], [2.0]]], dtype=dtype)
+    sinks = np.array([sink], dtype=sink_dtype)
+    if backend == "numpy":
+        result = attnref.scaled_dot_product_attention(
+            q, k, v, scale=1.0, sinks=sinks, return_lse=True
+        )
+        got = [np.asarray(r) for r in result]
+    else:
+        out = twin.scaled_dot_product_attention(
+            *map(torch.tensor, (q, k, v)), scale=1.0, sinks=torch.tensor(sinks), return_lse=True
+        )
+        got = [r.numpy() for r in out]
+    assert [g.dtype for g in got] == [np.dtype(np.float64)] * 3
+    takes_all = sink > score
+    np.testing.assert_array_equal(got[1], [[[0.0, 0.0]]] if takes_all else [[[1.0, 0.0]]])
+    np.testing.assert_array_equal(got[0], [[[0.0]]] if takes_all else [[[1.0]]])
+    np.testing.assert_array_equal(got[2], [[max(sink, score)]])
+
+
+@SETTINGS
+@given(sdpa_cases())
+def test_sdpa_log_sum_exp_equals_reference(case: SdpaCase) -> None:
+    """sdpa.log-sum-exp, lse.fully-masked-row: without sinks the twin's lse equals the
+    reference's, -inf at the same fully masked rows."""
+    q, k, v = case.poisoned()
+    expected, got = run_both(
+        "scaled_dot_product_attention", q, k, v, **case.kwargs(), return_lse=True
+    )
+    lse = expected[2]
+    size = np.where(np.isfinite(lse), np.abs(lse), 0.0)
+    tolerance = row_max(sdpa_logit_error(case), case.allowed())[..., 0] + 2 * log_sum_exp_bound(
+        np.float64, case.k.shape[-2], size
+    )
+    assert_lse_within(lse, got[2], np.broadcast_to(tolerance, lse.shape), "sdpa lse")
+
+
 @st.composite
 def attention_cases(draw: st.DrawFn) -> tuple[str, F64, F64, F64, dict[str, Any], Any, Any]:
     """An attention call of any score kind, with its mask and poison."""
@@ -898,6 +1051,16 @@ def _gradcheck_calls() -> dict[
                 q, k, v, mask=mask, is_causal=True, causal_alignment="bottom_right"
             ),
             (t(3, 2), t(4, 2), t(4, 3)),
+        ),
+        "log_sum_exp": lambda: (
+            lambda s: twin.log_sum_exp(s, mask=mask[:2]),
+            (t(2, 2, 4),),
+        ),
+        "scaled_dot_product_attention(sinks, return_lse=True)": lambda: (
+            lambda q, k, v, sinks: twin.scaled_dot_product_attention(
+                q, k, v, mask=mask, softcap=3.0, sinks=sinks, return_lse=True
+            ),
+            (t(2, 3, 2), t(2, 4, 2), t(2, 4, 3), t(2)),
         ),
     }
 

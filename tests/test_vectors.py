@@ -44,6 +44,19 @@ def _by_id(case_id: str) -> vectors.VectorCase:
     return next(c for c in CASES if c.id == case_id)
 
 
+COMPOSITES = ("attention", "scaled_dot_product_attention")
+
+
+def _weights_index(case: vectors.VectorCase) -> int:
+    """Where the weights are among the outputs: ``(context, weights[, lse])`` or alone."""
+    return 1 if case.function in COMPOSITES else 0
+
+
+def _lse_index(case: vectors.VectorCase) -> int:
+    """Where the log-sum-exp is among the outputs: ``(context, weights, lse)`` or alone."""
+    return 2 if case.function in COMPOSITES else 0
+
+
 def _cast(value: Any, dtype: str) -> Any:
     """A float array in ``dtype`` (complex arrays stay complex128); anything else as it is."""
     if isinstance(value, np.ndarray) and value.dtype.kind == "f":
@@ -258,10 +271,83 @@ def test_fully_masked_rows_are_exact_zeros() -> None:
         if "distribution.fully-masked-row" not in case.clauses:
             continue
         assert case.outputs is not None
-        weights = case.outputs[-1]
+        weights = case.outputs[_weights_index(case)]
         empty = np.all(weights.value == 0, axis=-1)
         assert empty.any(), case.id
         assert np.all(weights.error_scale[empty] == 0), case.id
+
+
+def test_a_very_negative_sink_is_no_sink() -> None:
+    """sdpa.sinks: a sink of -1e4 gives bit-identical context, weights and lse to none."""
+    none, negative = (
+        _by_id("scaled_dot_product_attention/lse"),
+        _by_id("scaled_dot_product_attention/sinks-very-negative"),
+    )
+    assert none.outputs is not None
+    assert negative.outputs is not None
+    assert len(none.outputs) == len(negative.outputs) == 3
+    for a, b in zip(none.outputs, negative.outputs, strict=True):
+        np.testing.assert_array_equal(a.value, b.value)
+
+
+def test_a_row_with_only_a_sink_has_the_sink_as_its_lse() -> None:
+    """sdpa.sinks: a row with no allowed key has zero weights and context, and lse the sink."""
+    case = _by_id("scaled_dot_product_attention/sinks-fully-masked-row")
+    assert case.outputs is not None
+    context, weights, lse = (o.value for o in case.outputs)
+    empty = np.all(weights == 0, axis=-1)  # [B, H, Tq]
+    assert empty.sum() == 1
+    assert np.all(context[empty] == 0)
+    heads = np.broadcast_to(case.options["sinks"][:, None], empty.shape)
+    np.testing.assert_array_equal(lse[empty], heads[empty])
+    assert np.all(np.isfinite(lse))
+
+
+LSE_EMPTY = [c for c in VALUE_CASES if "lse.fully-masked-row" in c.clauses]
+
+
+@pytest.mark.parametrize("case", LSE_EMPTY, ids=[c.id for c in LSE_EMPTY])
+def test_fully_masked_lse_is_an_exact_minus_inf(case: vectors.VectorCase) -> None:
+    """lse.fully-masked-row: -inf with error scale 0, and NaN, +inf (FlashAttention's) or 0
+    there fail the rule."""
+    assert case.outputs is not None
+    lse = case.outputs[_lse_index(case)]
+    empty = np.isneginf(lse.value)
+    assert empty.any(), case.id
+    assert np.all(lse.error_scale[empty] == 0), case.id
+    assert np.all(np.isfinite(lse.value[~empty])), case.id
+    rule = case.tolerance["float64"]
+    for other in (math.nan, math.inf, 0.0):
+        ok = vectors.within_tolerance(np.where(empty, other, lse.value), lse, rule)
+        assert not ok[empty].any(), other
+        assert ok[~empty].all()
+
+
+LSE_NORMALIZES = [c for c in VALUE_CASES if "lse.normalizes" in c.clauses]
+
+
+@pytest.mark.parametrize("case", LSE_NORMALIZES, ids=[c.id for c in LSE_NORMALIZES])
+def test_lse_normalizes_the_distribution_vector(case: vectors.VectorCase) -> None:
+    """lse.normalizes: exp(e + m - lse) is the attention_distribution vector of the same call."""
+    twin = _by_id(case.id.replace("log_sum_exp/", "attention_distribution/"))
+    assert case.outputs is not None
+    assert twin.outputs is not None
+    scores, mask = case.inputs["scores"], case.options.get("mask")
+    np.testing.assert_array_equal(scores, twin.inputs["scores"])
+    assert twin.options.keys() == case.options.keys()
+    if mask is not None:
+        np.testing.assert_array_equal(mask, twin.options["mask"])
+    bias = 0.0 if mask is None or mask.dtype == np.bool_ else mask
+    weights = twin.outputs[0].value
+    allowed = weights != 0
+    lse = np.broadcast_to(case.outputs[0].value[..., None], weights.shape)[allowed]
+    logits = np.broadcast_to(scores + bias, weights.shape)[allowed]
+    got = np.exp(logits - lse)
+    # Note: exp(x) carries the absolute error of x as a relative error; x = e + m - lse is
+    # rounded from numbers of size |e + m| + |lse| (710 in overflow-range).
+    eps = golden.TOLERANCE["float64"].eps
+    bound = 4 * eps * (1 + np.abs(logits) + np.abs(lse)) * weights[allowed] + 2.0**-1074
+    assert np.all(np.abs(got - weights[allowed]) <= bound)
 
 
 def test_value_is_linear_in_the_vectors() -> None:
@@ -399,14 +485,15 @@ def test_other_fully_masked_conventions_fail(
 ) -> None:
     """distribution.fully-masked-row: JAX's uniform rows and the historical NaN rows fail."""
     assert case.outputs is not None
-    weights = _call(case, "float64")[-1]
-    ok = vectors.within_tolerance(convention(weights), case.outputs[-1], case.tolerance["float64"])
+    at = _weights_index(case)
+    weights = _call(case, "float64")[at]
+    ok = vectors.within_tolerance(convention(weights), case.outputs[at], case.tolerance["float64"])
     assert not ok.all()
 
 
 def _rectangular(case: vectors.VectorCase) -> bool:
     assert case.outputs is not None
-    t_q, t_k = case.outputs[-1].value.shape[-2:]
+    t_q, t_k = case.outputs[_weights_index(case)].value.shape[-2:]
     return bool(t_q != t_k)
 
 
@@ -417,6 +504,32 @@ BOTTOM_RIGHT = [
     and c.function == "scaled_dot_product_attention"
     and _rectangular(c)
 ]
+
+
+def test_a_capped_sink_fails() -> None:
+    """sdpa.sinks: capping the sink with the scores (c tanh(sigma / c)) fails the vector."""
+    case = _by_id("scaled_dot_product_attention/sinks-causal-softcap")
+    assert case.outputs is not None
+    cap = case.options["softcap"]
+    options = dict(case.options) | {"sinks": cap * np.tanh(case.options["sinks"] / cap)}
+    got = attnref.scaled_dot_product_attention(*case.args, **options)
+    rule = case.tolerance["float64"]
+    assert not any(
+        vectors.within_tolerance(g, e, rule).all() for g, e in zip(got, case.outputs, strict=True)
+    )
+
+
+def test_sinks_per_key_head_fail() -> None:
+    """sdpa.sinks: one sink per key head, repeated over its group, fails the GQA vector."""
+    case = _by_id("scaled_dot_product_attention/sinks-grouped-heads")
+    assert case.outputs is not None
+    sinks = case.options["sinks"]
+    per_key_head = np.repeat(sinks[::2], 2)  # the sinks of heads 0 and 2, each used twice
+    got = attnref.scaled_dot_product_attention(
+        *case.args, **(dict(case.options) | {"sinks": per_key_head})
+    )
+    ok = vectors.within_tolerance(got[1], case.outputs[1], case.tolerance["float64"])
+    assert not ok.all()
 
 
 @pytest.mark.parametrize("case", BOTTOM_RIGHT, ids=[c.id for c in BOTTOM_RIGHT])

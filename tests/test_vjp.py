@@ -12,25 +12,35 @@ heads), the VJP agrees with
 
 all from the one table :data:`attnref.testing.gradcheck.SETTINGS`. Masked,
 unread and fully masked positions get exactly zero, finite gradients.
+
+SDPA draws take a cap, sink logits (a differentiable keyword array, so their
+gradient is checked like the query's) and ``return_lse`` (a third output, whose
+``-inf`` rows are constants). The cap is a keyword number that the forward
+requires to be real, out of the complex step's reach: its derivative is checked
+against :func:`mpmath.diff` of the forward written afresh at 50 digits, within
+:func:`tolerances.cap_derivative_bound`.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import mpmath  # type: ignore[import-untyped]
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import attnref
 import attnspec
+import tolerances as tol
 from attnref import vjp as V  # noqa: N812
 from attnref.testing import gradcheck
 from attnspec.errors import ShapeError
@@ -180,7 +190,7 @@ def distribution_cases(draw: st.DrawFn, name: str) -> Case:
     shape = (*batch, t_q, t_k)
     # Note: scores up to 10 in magnitude make rows far from uniform (weights down to e^-20).
     scores = ("scores", array(draw, shape, 10.0))
-    if name == "attention_distribution":
+    if name in ("attention_distribution", "log_sum_exp"):
         return Case(name, (scores,), options={"mask": mask_for(draw, shape)})
     if name == "local_m_distribution":
         half_width = draw(st.integers(0, 3), label="half_width")
@@ -266,9 +276,19 @@ def attention_cases(draw: st.DrawFn) -> Case:
     return Case("attention", (q, k, v), params, options)
 
 
+def sinks_for(draw: st.DrawFn, query_batch: tuple[int, ...]) -> tuple[tuple[str, F64], ...]:
+    """No sinks, or one sink logit per query head (axis -3) when the query has a heads axis."""
+    if not query_batch or not draw(st.booleans(), label="sinks"):
+        return ()
+    extremes = st.sampled_from([-30.0, 30.0])  # a sink that takes all, or almost none
+    sinks = draw(hnp.arrays(np.float64, (query_batch[-1],), elements=elements(4.0) | extremes))
+    return (("sinks", sinks),)
+
+
 @st.composite
 def sdpa_cases(draw: st.DrawFn) -> Case:
-    """:func:`attnref.scaled_dot_product_attention`: masks, both causal alignments, GQA."""
+    """:func:`attnref.scaled_dot_product_attention`: masks, both causal alignments, GQA, a cap,
+    sinks (a differentiable keyword array) and the log-sum-exp as a third output."""
     gqa = draw(st.booleans(), label="enable_gqa")
     bq, bk, bv = batches(draw, 3)
     t_q, t_k, d, d_v = sizes(draw, "Tq", 1, 4), sizes(draw, "Tk", 1, 4), sizes(draw, "d"), 2
@@ -289,8 +309,11 @@ def sdpa_cases(draw: st.DrawFn) -> Case:
         "causal_alignment": draw(st.sampled_from(["top_left", "bottom_right"])),
         "scale": draw(st.none() | elements(2.0)),
         "enable_gqa": gqa,
+        "softcap": draw(st.none() | st.floats(0.5, 20.0), label="softcap"),
+        "return_lse": draw(st.booleans(), label="return_lse"),
     }
-    return Case("scaled_dot_product_attention", (q, k, v), options=options)
+    sinks = sinks_for(draw, bq)
+    return Case("scaled_dot_product_attention", (q, k, v), sinks, options)
 
 
 CASES: dict[str, Callable[[], st.SearchStrategy[Case]]] = {
@@ -299,6 +322,7 @@ CASES: dict[str, Callable[[], st.SearchStrategy[Case]]] = {
         n: functools.partial(distribution_cases, n)
         for n in (
             "attention_distribution",
+            "log_sum_exp",
             "local_m_distribution",
             "local_p_position",
             "local_p_distribution",
@@ -361,12 +385,31 @@ def test_vjp_agrees_with_complex_step(name: str, data: st.DataObject, seed: int)
     result.assert_passed()
 
 
+def without_empty_rows(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` with each ``-inf`` output replaced by 0.
+
+    A row with no allowed key (and no sink) has log-sum-exp ``-inf`` at every point
+    (``lse.fully-masked-row``): a constant, whose difference quotient ``-inf - -inf`` would be
+    NaN. The mask, not the primals, decides which rows those are, so 0 there keeps the
+    derivative 0; a row that became empty or non-empty under the step would show as a jump.
+    """
+
+    def finite(y: Any) -> Any:
+        return np.where(np.isneginf(y), 0.0, y)
+
+    def wrapped(*xs: Any) -> Any:
+        out = forward(*xs)
+        return tuple(finite(o) for o in out) if isinstance(out, tuple) else finite(out)
+
+    return wrapped
+
+
 @pytest.mark.parametrize("name", attnspec.FUNCTIONS)
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
 def test_vjp_agrees_with_central_differences(name: str, data: st.DataObject, seed: int) -> None:
     """input.gradient: every VJP equals central differences of the forward (off boundaries)."""
     case = data.draw(CASES[name](), label="case")
-    forward: Callable[..., Any] = case.forward
+    forward: Callable[..., Any] = without_empty_rows(case.forward)
     vjp: Callable[[Sequence[Any], Any], list[Any]] = case.vjp
     primals, names = case.primals, case.names
     if not case.smooth:
@@ -414,6 +457,7 @@ def _autograd(case: Case, cotangent: Any) -> list[F64]:
 
 
 @pytest.mark.parametrize("name", attnspec.FUNCTIONS)
+@settings(deadline=None)  # the first example on a worker pays PyTorch's cold start (~2 s)
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
 def test_vjp_agrees_with_torch_autograd(name: str, data: st.DataObject, seed: int) -> None:
     """input.gradient: every VJP equals autograd of the attnref.torch twin in float64."""
@@ -534,3 +578,259 @@ def test_grouped_heads_sum_the_gradients_of_their_query_heads() -> None:
     np.testing.assert_array_equal(grouped.query, repeated.query)
     np.testing.assert_array_equal(grouped.key, repeated.key[:, 0::2] + repeated.key[:, 1::2])
     np.testing.assert_array_equal(grouped.value, repeated.value[:, 0::2] + repeated.value[:, 1::2])
+
+
+# --- log-sum-exp, sinks and the cap ---------------------------------------------------------
+
+
+def test_the_sdpa_cotangent_has_one_entry_per_output() -> None:
+    """sdpa.log-sum-exp: with return_lse=True the result, and so the cotangent, is the triple
+    (context, weights, lse); a pair is refused then, a triple without it, and the lse entry
+    must have the result's shape [..., Tq]."""
+    q, k, v = normal(2, 3, 4), normal(2, 5, 4), normal(2, 5, 6)
+    context, weights, lse = attnref.scaled_dot_product_attention(q, k, v, return_lse=True)
+    with pytest.raises(ShapeError, match=r"cotangent must be a triple \(context, weights, lse\)"):
+        V.vjp_scaled_dot_product_attention(q, k, v, return_lse=True, cotangent=(context, weights))
+    with pytest.raises(ShapeError, match=r"cotangent must be a pair \(context, weights\)"):
+        V.vjp_scaled_dot_product_attention(q, k, v, cotangent=(context, weights, lse))
+    with pytest.raises(
+        ShapeError, match=r"cotangent\[2\].shape must equal the result's shape \(2, 3\)"
+    ):
+        V.vjp_scaled_dot_product_attention(
+            q, k, v, return_lse=True, cotangent=(context, weights, lse[..., None])
+        )
+
+
+def test_sdpa_grads_name_sinks_and_softcap_only_when_given() -> None:
+    """sdpa.sinks, sdpa.softcap: the gradient of the sinks is an [H] array and that of the cap a
+    0-d array when they are given, None when not; a zero lse cotangent changes nothing."""
+    q, k, v = normal(3, 2, 4), normal(3, 5, 4), normal(3, 5, 2)
+    context, weights, lse = attnref.scaled_dot_product_attention(q, k, v, return_lse=True)
+    pair = (normal(*context.shape), normal(*weights.shape))
+    plain = V.vjp_scaled_dot_product_attention(q, k, v, cotangent=pair)
+    assert (plain.sinks, plain.softcap) == (None, None)
+    triple = V.vjp_scaled_dot_product_attention(
+        q, k, v, return_lse=True, cotangent=(*pair, np.zeros_like(lse))
+    )
+    for a, b in zip(plain[:3], triple[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    full = V.vjp_scaled_dot_product_attention(q, k, v, sinks=normal(3), softcap=2.5, cotangent=pair)
+    assert full.sinks is not None
+    assert full.softcap is not None
+    assert full.sinks.shape == (3,)
+    assert full.softcap.shape == ()
+    assert np.isfinite(full.sinks).all()
+    assert np.isfinite(full.softcap)
+
+
+@dataclass(frozen=True)
+class CapCase:
+    """An SDPA call with a cap, for the derivative with respect to the cap.
+
+    ``query``, ``key`` and ``value`` are ``[*B, H, T, d]`` with one batch shape; the mask is
+    ``[Tq, Tk]`` or broadcasts to it.
+    """
+
+    query: F64
+    key: F64
+    value: F64
+    options: dict[str, Any]
+
+    @property
+    def sinks(self) -> F64 | None:
+        sinks: F64 | None = self.options["sinks"]
+        return sinks
+
+    def allowed(self) -> Any:
+        """``[Tq, Tk]``: the mask's allowed keys joined with the causal mask, by loops."""
+        t_q, t_k = self.query.shape[-2], self.key.shape[-2]
+        mask = self.options["mask"]
+        allowed = np.ones((t_q, t_k), dtype=bool)
+        if mask is not None:
+            full = np.broadcast_to(mask, (t_q, t_k))
+            allowed = np.array(full if full.dtype == np.bool_ else full > -np.inf)
+        offset = t_k - t_q if self.options["causal_alignment"] == "bottom_right" else 0
+        for i in range(t_q):
+            for j in range(t_k):
+                if self.options["is_causal"] and j > i + offset:
+                    allowed[i, j] = False
+        return allowed
+
+    def bias(self) -> F64:
+        """``[Tq, Tk]``: the additive mask where it is finite, else 0."""
+        t_q, t_k = self.query.shape[-2], self.key.shape[-2]
+        mask = self.options["mask"]
+        if mask is None or mask.dtype == np.bool_:
+            return np.zeros((t_q, t_k))
+        full = np.broadcast_to(mask, (t_q, t_k))
+        return np.where(np.isfinite(full), full, 0.0)
+
+
+@st.composite
+def cap_cases(draw: st.DrawFn) -> CapCase:
+    """Caps from ``10**-0.3`` to ``10**5``: ``|s/c|`` from about 20 (saturated) through the
+    series' edge 1/2 down to ``1e-6`` (where tanh u - u sech^2 u cancels to 2u^3/3)."""
+    batch = draw(st.sampled_from([(), (2,)]), label="batch")
+    h, t_q, t_k, d = (
+        sizes(draw, "H", 1, 2),
+        sizes(draw, "Tq"),
+        sizes(draw, "Tk", 1, 4),
+        sizes(draw, "d"),
+    )
+    q = array(draw, (*batch, h, t_q, d))
+    k = array(draw, (*batch, h, t_k, d))
+    v = array(draw, (*batch, h, t_k, 2))
+    cap = 10.0 ** draw(st.floats(-0.3, 5.0), label="log10 cap")
+    options = {
+        "mask": mask_for(draw, (t_q, t_k)),
+        "is_causal": draw(st.booleans(), label="is_causal"),
+        "causal_alignment": draw(st.sampled_from(["top_left", "bottom_right"])),
+        "scale": draw(st.none() | elements(2.0)),
+        "softcap": cap,
+        "sinks": draw(st.none() | hnp.arrays(np.float64, (h,), elements=elements(4.0))),
+        "return_lse": draw(st.booleans(), label="return_lse"),
+    }
+    return CapCase(q, k, v, options)
+
+
+def _mp(x: Any) -> Any:
+    """A float64 array as an object array of exact mpmath numbers."""
+    return np.vectorize(mpmath.mpf, otypes=[object])(np.asarray(x, dtype=np.float64))
+
+
+def exact_cap_derivative(case: CapCase, cotangent: tuple[F64, ...]) -> Any:
+    r"""``d/dc <cotangent, sdpa(c)>`` by :func:`mpmath.diff` of the spec's formulas at 50 digits.
+
+    The forward is written afresh: :math:`t_{ij} = c \tanh(\lambda\, q_i \cdot k_j / c) +
+    m_{ij}` over the allowed keys, the softmax with the sink in its denominator, the context
+    and :math:`\ell_i = \log(e^{\sigma_h} + \sum_j e^{t_{ij}})`; a row with neither keys nor a
+    sink contributes nothing (its result is the constant 0 or ``-inf``).
+    """
+    o = case.options
+    d = case.query.shape[-1]
+    with mpmath.workdps(50):
+        lam = 1 / mpmath.sqrt(d) if o["scale"] is None else mpmath.mpf(o["scale"])
+        q, k, v = _mp(case.query), _mp(case.key), _mp(case.value)
+        scores = np.einsum("...id,...jd->...ij", q, k) * lam  # exact products and sums
+        c_ctx, c_w = _mp(cotangent[0]), _mp(cotangent[1])
+        c_lse = _mp(cotangent[2]) if o["return_lse"] else None
+        sinks = None if case.sinks is None else _mp(case.sinks)
+        allowed, bias = case.allowed(), _mp(case.bias())
+        keys = [np.flatnonzero(row) for row in allowed]
+
+        def objective(c: Any) -> Any:
+            total = mpmath.mpf(0)
+            for index in np.ndindex(*case.query.shape[:-2]):
+                for i, row_keys in enumerate(keys):
+                    t = [c * mpmath.tanh(scores[index][i, j] / c) + bias[i, j] for j in row_keys]
+                    e = [mpmath.exp(x) for x in t]
+                    denominator = e + ([] if sinks is None else [mpmath.exp(sinks[index[-1]])])
+                    if not denominator:
+                        continue
+                    z = mpmath.fsum(denominator)
+                    for j, e_j in zip(row_keys, e, strict=True):
+                        w = e_j / z
+                        read = mpmath.fsum(c_ctx[index][i] * v[index][j])
+                        total += w * (c_w[index][i, j] + read)
+                    if c_lse is not None:
+                        total += c_lse[index][i] * mpmath.log(z)
+            return total
+
+        return mpmath.diff(objective, mpmath.mpf(o["softcap"]))
+
+
+def cap_derivative_tolerance(case: CapCase, cotangent: tuple[F64, ...], weights: F64) -> float:
+    """:func:`tolerances.cap_derivative_bound` for this case: the errors of ``u = s/c`` and of
+    the bars of the capped scores, from the sizes of the computation on absolute values."""
+    o = case.options
+    eps, tr = tol.unit_roundoff(np.float64), tol.transcendental(np.float64)
+    q, k, v = case.query, case.key, case.value
+    d, t_k = q.shape[-1], k.shape[-2]
+    lam = 1 / math.sqrt(d) if o["scale"] is None else float(o["scale"])
+    c = float(o["softcap"])
+    s = lam * (q @ np.swapaxes(k, -1, -2))  # [*B, H, Tq, Tk]
+    # the d-term dot product, the scale's product, and 1/sqrt(d)'s sqrt and division
+    ds = tol.gamma(d + 3, np.float64) * abs(lam) * (np.abs(q) @ np.swapaxes(np.abs(k), -1, -2))
+    u = s / c
+    du = (ds + eps * (np.abs(s) + ds)) / c  # and the division by c
+    t = c * np.tanh(u)
+    # a capped logit: ds (tanh is 1-Lipschitz), the division (u |s|), tanh and the product
+    dt = ds + eps * np.abs(s) + (tr + eps) * np.abs(t)
+    allowed = case.allowed()
+    logits = t + case.bias()
+    sinks = case.sinks
+    top = np.where(allowed, logits, -np.inf).max(axis=-1, initial=-np.inf)  # [*B, H, Tq]
+    if sinks is not None:
+        top = np.maximum(top, sinks[:, None])
+    top = np.where(np.isfinite(top), np.abs(top), 0.0)
+    # each term's exponent: its logit error, the half-logit sum and its centring (2u |t + m|),
+    # and the shift (u |top|); the sink's own centring u |sigma|
+    exponent = np.where(allowed, dt + 2 * eps * np.abs(logits), 0).max(axis=-1, initial=0)
+    if sinks is not None:
+        exponent = np.maximum(exponent, eps * np.abs(sinks)[:, None])
+    exponent = exponent + eps * top + tol.underflow_floor(np.float64)
+    terms = t_k + (0 if sinks is None else 1)
+    rho = tol.weight_relative_bound(np.float64, terms, exponent)[..., None]  # [*B, H, Tq, 1]
+    c_ctx, c_w = cotangent[0], cotangent[1]
+    c_lse = np.abs(cotangent[2])[..., None] if o["return_lse"] else 0.0
+    a_bar = np.abs(c_w) + np.abs(c_ctx) @ np.swapaxes(np.abs(v), -1, -2)  # [*B, H, Tq, Tk]
+    inner = (weights * a_bar).sum(axis=-1, keepdims=True)
+    grown = (1 + rho) ** 2  # the exact weights, from the computed ones, in both places
+    bars = grown * weights * (a_bar + c_lse + inner)
+    # the bar of the weights (d_v + 1), its inner product (Tk), the lse bar, the sum and product
+    rounded = 1 + tol.gamma(2 + t_k + 4, np.float64)
+    bar_error = (grown * rounded - 1) * bars
+    return tol.cap_derivative_bound(u=u, u_error=du, bars=bars, bar_error=bar_error)
+
+
+def _cap_gradient(case: CapCase, seed: int) -> tuple[float, Any, float]:
+    """``(grads.softcap, the exact derivative, the tolerance)`` for one random cotangent."""
+    result = attnref.scaled_dot_product_attention(case.query, case.key, case.value, **case.options)
+    rng = np.random.default_rng(seed)
+    cotangent = tuple(rng.standard_normal(r.shape) for r in result)
+    grads = V.vjp_scaled_dot_product_attention(
+        case.query, case.key, case.value, **case.options, cotangent=cotangent
+    )
+    assert grads.softcap is not None
+    assert grads.softcap.shape == ()
+    tolerance = cap_derivative_tolerance(case, cotangent, result[1])
+    return float(grads.softcap), exact_cap_derivative(case, cotangent), tolerance
+
+
+@settings(max_examples=30, deadline=None)  # mpmath.diff of a 50-digit forward: ~0.1 s each
+@given(cap_cases(), st.integers(0, 2**32 - 1))
+def test_the_cap_gradient_is_the_high_precision_derivative(case: CapCase, seed: int) -> None:
+    """sdpa.softcap, input.gradient: the gradient with respect to the cap c equals mpmath.diff of
+    the forward at 50 digits, within a bound derived from the computation (for |s/c| from 1e-6,
+    where tanh u - u sech^2 u cancels, to 20), with sinks and the lse cotangent."""
+    got, exact, tolerance = _cap_gradient(case, seed)
+    error = abs(mpmath.mpf(got) - exact)
+    assert error <= tolerance, f"d/dc: got {got}, exact {mpmath.nstr(exact, 20)}, bound {tolerance}"
+
+
+def test_the_cap_gradient_bound_sees_a_cancelling_derivative(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sdpa.softcap: at |s/c| ~ 1e-4 the direct tanh u - u sech^2 u loses about half its digits;
+    the derived bound rejects that, and accepts the series."""
+    rng = np.random.default_rng(7)
+    case = CapCase(
+        rng.standard_normal((2, 3, 2)),
+        rng.standard_normal((2, 4, 2)),
+        rng.standard_normal((2, 4, 2)),
+        {
+            "mask": None,
+            "is_causal": False,
+            "causal_alignment": "top_left",
+            "scale": None,
+            "softcap": 1e4,
+            "sinks": None,
+            "return_lse": False,
+        },
+    )
+    got, exact, tolerance = _cap_gradient(case, 0)
+    assert abs(mpmath.mpf(got) - exact) <= tolerance
+    direct: Callable[[Array], Array] = lambda u: np.tanh(u) - u * V._tanh_derivative(u)  # noqa: E731
+    monkeypatch.setattr(V, "_cap_derivative", direct)
+    broken, _, _ = _cap_gradient(case, 0)
+    assert abs(mpmath.mpf(broken) - exact) > tolerance, "the bound cannot tell the cancellation"

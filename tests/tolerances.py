@@ -24,7 +24,9 @@ Two kinds of comparison use these facts:
 Against an extended-precision or exact oracle (property tests, closed forms)
     Only the implementation under test rounds: :func:`dot_bound`,
     :func:`softmax_bound`, :func:`row_sum_bound`, :func:`attention_bounds`,
-    :func:`tanh_layer_bound`, compared by :func:`assert_within`.
+    :func:`tanh_layer_bound`, :func:`log_sum_exp_bound`, :func:`sink_share_bound`,
+    :func:`weight_relative_bound` and :func:`cap_derivative_bound` (the gradient with
+    respect to a softcap, against mpmath), compared by :func:`assert_within`.
 Between two float64 implementations of one formula (the twin tests)
     Both sides round: :func:`bound` gives ``c * n * (eps * scale + floor)`` with
     a constant ``c`` per kind of computation, each with its reason in
@@ -38,6 +40,7 @@ unit the bound becomes vacuous instead of passing a false check.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -188,6 +191,138 @@ def tanh_layer_bound(
         return inner
     total = float(np.sum(outer))
     return total * inner + gamma(len(outer), dtype) * total
+
+
+def log_sum_exp_bound(
+    dtype: npt.DTypeLike, n: int, lse_magnitude: npt.ArrayLike, /, *, logit_magnitude: float = 0.0
+) -> npt.NDArray[np.float64]:
+    """Absolute error of a shifted log-sum-exp ``2 t + log Σ_j exp(2 (h_j - t))`` over ``n``
+    terms (``lse.stable``), against the exact value for the logits it is given.
+
+    Reason: the largest term is ``exp(0) = 1``, so the sum ``S >= 1``. Rounding a centred
+    half-logit ``x_j = h_j - t`` moves its exponent by ``2 u |x_j|``, and since
+    ``e^{2x} |x| <= 1/(2e)`` for ``x <= 0`` that moves ``log S`` by at most ``u/e`` per term
+    (``n u`` in all); exp adds ``transcendental`` relative to each term and the sum
+    ``γ_{n-1}``, both relative to ``S``; terms that underflow are off by the smallest normal,
+    ``n`` of them relative to ``S >= 1``; log rounds relative to ``log S <= log n`` (NumPy's
+    and PyTorch's log keep the 4 ulp of :data:`TRANSCENDENTAL_ULPS`); the final addition
+    ``2 t + log S`` rounds once, ``u |l|`` with ``lse_magnitude`` bounding ``|l|``. With an
+    additive mask rounded into the logits, each moves by ``u |s + m|`` (and so does ``l``,
+    which is 1-Lipschitz in the largest logit move): ``logit_magnitude`` is the largest
+    ``|s + m|`` then, else 0.
+    """
+    u = unit_roundoff(dtype)
+    terms = max(n, 1)
+    relative = terms * u + transcendental(dtype) + gamma(max(terms - 1, 1), dtype)
+    inner = relative / (1 - relative) + terms * underflow_floor(dtype)  # |log(1 + x)| <= x/(1-x)
+    rounded = transcendental(dtype) * math.log(terms + 1) + u * logit_magnitude + inner
+    size = np.abs(np.asarray(lse_magnitude, dtype=np.float64))
+    return np.asarray(rounded + u * size + underflow_floor(dtype))
+
+
+def sink_share_bound(
+    dtype: npt.DTypeLike, n: int, share: npt.ArrayLike, sink: npt.ArrayLike, lse: npt.ArrayLike, /
+) -> npt.NDArray[np.float64]:
+    """``|Σ_j α_j - (1 - exp(σ - l))|`` for a softmax row whose denominator also holds a sink
+    (``sdpa.sinks``), with ``α`` and ``l`` as computed and ``share = exp(σ - l)`` evaluated
+    exactly from them; ``n`` counts the sink among the terms.
+
+    Reason: the weights and the sink's share have the same computed denominator ``S``, so
+    ``Σ α_j + e_σ / S = 1`` up to the sum's ``γ_{n-1}``, a division ``u`` per weight and the
+    test's one rounding: :func:`row_sum_bound`. The share recomputed from the returned
+    ``l = 2 t + log S`` differs from ``e_σ / S`` by the rounding of ``l`` (``u |l|`` and
+    log's ``transcendental`` relative to ``log S <= log 2n``), of the sink's centred logit
+    ``σ - 2t`` (``u |σ - 2t| <= u (|σ| + |l| + log 2n)``) and exp's rounding of ``e_σ``
+    (twice ``transcendental``, as ``1/(1 - x) <= e^{2x}``): relative to the share, through
+    ``expm1``; terms that underflow add the smallest normal each.
+    """
+    u = unit_roundoff(dtype)
+    logs = math.log(2 * max(n, 1))
+    size = np.abs(np.asarray(sink, dtype=np.float64)) + 2 * np.abs(np.asarray(lse, np.float64))
+    exponent = u * (size + logs) + transcendental(dtype) * (logs + 2)
+    moved = np.asarray(share, dtype=np.float64) * np.expm1(exponent)
+    return np.asarray(row_sum_bound(dtype, n) + moved + n * underflow_floor(dtype))
+
+
+def weight_relative_bound(
+    dtype: npt.DTypeLike, n: int, exponent_error: npt.ArrayLike, /
+) -> npt.NDArray[np.float64]:
+    """Relative error of every weight of a shifted softmax over ``n`` terms whose exponents are
+    each off by at most ``exponent_error`` (elementwise for an array, one entry per row).
+
+    Reason: the numerator and every term of the denominator move by a factor in
+    ``[e^{-ε}, e^{ε}]`` (:func:`softmax_perturbation`, ``e^{2ε}`` for their ratio); exp
+    rounds the numerator and each denominator term (``transcendental``), the sum adds
+    ``γ_{n-1}`` and the division ``u``; each factor ``1 ± x`` is at most ``e^{x/(1-x)}``,
+    so the product stays an exact bound through ``expm1``.
+    """
+    x = 2 * transcendental(dtype) + gamma(max(n - 1, 1), dtype) + unit_roundoff(dtype)
+    eps = np.asarray(exponent_error, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return np.asarray(np.expm1(2 * eps + 1.5 * x))
+
+
+CAP_SERIES_ROUNDINGS = 45
+"""Roundings along the series of the cap's derivative for ``|u| <= 1/2``
+(:func:`attnref.vjp._cap_derivative`): each of its 9 terms takes 4 from the previous
+(two products, a division of two exact integers' product, a halving that is exact), 36 for
+the last; the sum of 9 positive terms adds 9; its truncation is below ``u`` relative."""
+
+
+def cap_derivative_bound(
+    *,
+    u: npt.NDArray[Any],
+    u_error: npt.NDArray[Any],
+    bars: npt.NDArray[Any],
+    bar_error: npt.NDArray[Any],
+) -> float:
+    r"""Absolute error of the derivative of ``c tanh(s / c)`` attention with respect to the cap
+    :math:`c`, :math:`\bar c = \sum \bar t\, φ(u)` with :math:`φ(u) = \tanh u - u
+    \operatorname{sech}^2 u` at :math:`u = s / c` (``sdpa.softcap``), computed in float64.
+
+    ``u`` is the computed ``s / c`` and ``u_error`` bounds its error; ``bars`` bounds
+    :math:`|\bar t|` and ``bar_error`` the error of the computed bars; the four are
+    elementwise over the summed terms.
+
+    Reason: :math:`|φ'(ξ)| = 2|ξ| \operatorname{sech}^2 ξ\, |\tanh ξ|` is at most
+    :math:`2ξ^2` and at most 1 (its largest value is 0.64), which carries ``u_error`` into
+    :math:`φ`. For :math:`|u| <= 1/2` the derivative is summed from its series, whose terms
+    are all positive: relative error :math:`γ` of :data:`CAP_SERIES_ROUNDINGS` and the
+    :math:`\operatorname{sech}^2` factor (cosh, a square and a division). Beyond, it is
+    :math:`\tanh u - u \operatorname{sech}^2 u` directly, each term within
+    ``transcendental + 4u`` of its own size, and the subtraction ``u``. Then each product
+    :math:`\bar t φ` rounds once and their sum adds :math:`γ_n` of the sum of their
+    magnitudes; products that underflow add the smallest normal each. Without the series,
+    the subtraction cancels to :math:`2u^3/3` and loses :math:`\log_2(3/u^2)` bits, which
+    this bound does not allow.
+    """
+    eps = unit_roundoff(np.float64)
+    tr = transcendental(np.float64)
+    a = np.abs(np.asarray(u, dtype=np.longdouble))
+    a_safe = np.minimum(a, 0.5)
+    x = 2 * a_safe
+    term, series = x, np.zeros_like(x)
+    for k in range(1, 13):
+        term = term * x * x / ((2 * k) * (2 * k + 1))
+        series = series + term / 2
+    with np.errstate(over="ignore"):
+        sech2 = 1 / np.cosh(a) ** 2
+    phi = np.where(a <= 0.5, series / np.cosh(a_safe) ** 2, np.tanh(a) - a * sech2)
+    sizes = np.tanh(a) + a * sech2
+    phi_error = np.where(
+        a <= 0.5,
+        (gamma(CAP_SERIES_ROUNDINGS, np.float64) + 2 * tr + 2 * eps) * phi,
+        (tr + 4 * eps) * sizes + eps * phi,
+    )
+    du = np.asarray(u_error, dtype=np.longdouble)
+    slope = np.minimum(2 * (a + du) ** 2, 1)
+    moved = slope * du + phi_error  # [terms] |computed φ - φ(u)|
+    g = np.asarray(bars, dtype=np.longdouble)
+    dg = np.asarray(bar_error, dtype=np.longdouble)
+    n = g.size
+    total = np.sum(g * moved) + np.sum(dg * (phi + moved))
+    rounding = gamma(n + 1, np.float64) * np.sum((g + dg) * (phi + moved))
+    return float(total + rounding + n * underflow_floor(np.float64))
 
 
 def assert_within(

@@ -20,6 +20,7 @@ from attnref.distribution import (
     local_m_distribution,
     local_p_distribution,
     local_p_position,
+    log_sum_exp,
 )
 from attnref.output import attentional_hidden_state, output_distribution
 from attnref.scores import (
@@ -41,6 +42,7 @@ __all__ = [
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
+    "log_sum_exp",
     "output_distribution",
     "scaled_dot_product_attention",
     "score_additive",

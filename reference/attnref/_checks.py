@@ -135,6 +135,17 @@ def query_groups(func: str, query: ArrayInfo, key: ArrayInfo, value: ArrayInfo, 
     return h_q // h_k
 
 
+def sink_heads(func: str, query: ArrayInfo, sinks: ArrayInfo, /) -> None:
+    """Check that ``sinks`` holds one logit per query head (``sdpa.sinks``).
+
+    The heads axis is ``-3`` of the query, as with grouped query heads.
+    """
+    rank_at_least(func, query, 3, "[..., H, Tq, d] with sinks")
+    floating(func, sinks, complex_ok=True)
+    rank_exactly(func, sinks, 1, "[H]")
+    same_size(func, "sinks.shape[0]", sinks.shape[0], "query.shape[-3]", query.shape[-3])
+
+
 def default_scale(d: int, /) -> float:
     r"""The default scale :math:`1/\sqrt{d}` in float64 (``score.default-scale``)."""
     return 1.0 / math.sqrt(d)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, overload
 
 import numpy as np
 
 from attnref import _checks, _inputs
-from attnref.distribution import allowed_softmax
+from attnref.distribution import allowed_normalize
 from attnref.masking import allowed_positions
 from attnref.scores import (
     score_additive,
@@ -80,12 +81,15 @@ def _attend(
     *,
     keys_read: bool,
     names: tuple[str, str, str],
-) -> tuple[Array, Array]:
-    """Scores, distribution and attention value, reading only the ``allowed`` positions.
+    sink: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """Scores, distribution, attention value and log-sum-exp, reading only the ``allowed``
+    positions: ``(context, weights, lse)``.
 
     ``names`` are the caller's names for query, keys and values (for messages).
     ``q``, ``k`` and ``v`` are checked sequences whose ``Tk`` agree; ``allowed``
-    and ``bias`` come from :func:`_allowed`.
+    and ``bias`` come from :func:`_allowed`; ``sink`` is a checked sink logit
+    per row, ``[..., Tq, 1]``, or ``None``.
     """
     # Note: query rows with no allowed key and keys no query may attend to are
     # not read (input.unread-positions); they are replaced by 0 so that NaN or
@@ -98,9 +102,9 @@ def _attend(
     if keys_read:
         _inputs.finite(func, names[1], k_full, where=k_read)
     scores = score(np.where(q_read, q_full, 0), np.where(k_read, k_full, 0))  # [..., Tq, Tk]
-    weights = allowed_softmax(func, scores, allowed, bias)  # [..., Tq, Tk]
+    weights, lse = allowed_normalize(func, scores, allowed, bias, sink=sink)  # [..., Tq, Tk]
     context = attention_value(weights, v)  # [..., Tq, d_v]
-    return context, weights
+    return context, weights, lse
 
 
 def _score_fn(kind: str, params: dict[str, Array], /, *, scale: float | None) -> ScoreFn:
@@ -146,7 +150,7 @@ def attention(
     _checks.nonempty(func, "keys.shape[-2]", k.shape[-2])
     _checks.same_size(func, "values.shape[-2]", v.shape[-2], "keys.shape[-2]", k.shape[-2])
     allowed, bias = _allowed(func, q, k, v, mask, names=("query", "keys", "values"))
-    return _attend(
+    context, attended, _ = _attend(
         func,
         q,
         k,
@@ -157,6 +161,70 @@ def attention(
         keys_read=kind != "location",
         names=("query", "keys", "values"),
     )
+    return context, attended
+
+
+@overload
+def scaled_dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    /,
+    *,
+    mask: Mask | None = None,
+    is_causal: bool = False,
+    causal_alignment: CausalAlignment = "top_left",
+    scale: Scale | None = None,
+    enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | Array | None = None,
+    key_lengths: Array | None = None,
+    sinks: Array | None = None,
+    return_lse: Literal[False] = False,
+) -> tuple[Array, Array]: ...
+
+
+@overload
+def scaled_dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    /,
+    *,
+    mask: Mask | None = None,
+    is_causal: bool = False,
+    causal_alignment: CausalAlignment = "top_left",
+    scale: Scale | None = None,
+    enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | Array | None = None,
+    key_lengths: Array | None = None,
+    sinks: Array | None = None,
+    return_lse: Literal[True],
+) -> tuple[Array, Array, Array]: ...
+
+
+@overload
+def scaled_dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    /,
+    *,
+    mask: Mask | None = None,
+    is_causal: bool = False,
+    causal_alignment: CausalAlignment = "top_left",
+    scale: Scale | None = None,
+    enable_gqa: bool = False,
+    softcap: float | None = None,
+    window: Window | None = None,
+    query_offset: int | Array | None = None,
+    key_lengths: Array | None = None,
+    sinks: Array | None = None,
+    return_lse: bool,
+) -> tuple[Array, Array] | tuple[Array, Array, Array]: ...
 
 
 def scaled_dot_product_attention(
@@ -174,11 +242,14 @@ def scaled_dot_product_attention(
     window: Window | None = None,
     query_offset: int | Array | None = None,
     key_lengths: Array | None = None,
-) -> tuple[Array, Array]:
+    sinks: Array | None = None,
+    return_lse: bool = False,
+) -> tuple[Array, Array] | tuple[Array, Array, Array]:
     """Scaled dot-product attention; see :func:`attnspec.scaled_dot_product_attention`."""
     func = "scaled_dot_product_attention"
     causal = _checks.flag(func, "is_causal", is_causal)
     grouped = _checks.flag(func, "enable_gqa", enable_gqa)
+    with_lse = _checks.flag(func, "return_lse", return_lse)
     alignment = _checks.choice(
         func, "causal_alignment", causal_alignment, ("top_left", "bottom_right")
     )
@@ -190,6 +261,12 @@ def scaled_dot_product_attention(
     _checks.same_size(func, "key.shape[-1]", k.shape[-1], "query.shape[-1]", q.shape[-1])
     _checks.nonempty(func, "key.shape[-2]", k.shape[-2])
     _checks.same_size(func, "value.shape[-2]", v.shape[-2], "key.shape[-2]", k.shape[-2])
+    sink = None
+    if sinks is not None:
+        sink = np.asarray(sinks)
+        _checks.sink_heads(func, _inputs.describe("query", q), _inputs.describe("sinks", sink))
+        _inputs.finite(func, "sinks", sink)
+        sink = sink[:, None, None]  # [H, 1, 1]: one logit per row of head h
     if grouped:
         infos = (_inputs.describe(n, a) for n, a in (("query", q), ("key", k), ("value", v)))
         group = _checks.query_groups(func, *infos)
@@ -235,6 +312,16 @@ def scaled_dot_product_attention(
         capped: Array = c * np.tanh(s / c)
         return capped
 
-    return _attend(
-        func, q, k, v, allowed, bias, score, keys_read=True, names=("query", "key", "value")
+    context, weights, lse = _attend(
+        func,
+        q,
+        k,
+        v,
+        allowed,
+        bias,
+        score,
+        keys_read=True,
+        names=("query", "key", "value"),
+        sink=sink,
     )
+    return (context, weights, lse) if with_lse else (context, weights)

@@ -13,14 +13,26 @@ __all__ = [
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
+    "log_sum_exp",
 ]
 
 
-def masked_softmax(scores: Array, allowed: BoolArray, /, *, bias: Array | None = None) -> Array:
-    """Softmax of ``scores + bias`` over the last axis, restricted to ``allowed``.
+def masked_normalize(
+    scores: Array,
+    allowed: BoolArray,
+    /,
+    *,
+    bias: Array | None = None,
+    sink: Array | None = None,
+) -> tuple[Array, Array]:
+    """Softmax of ``scores + bias`` over the last axis, restricted to ``allowed``, and its
+    log-normalizer: ``(weights [..., Tq, Tk], lse [..., Tq])``.
 
-    Rows with nothing allowed are 0. ``scores`` (and ``bias``) must be finite
-    wherever ``allowed`` is True; elsewhere they are not read.
+    ``sink`` (broadcastable to ``[..., Tq, 1]``) is a logit that joins each row's
+    denominator and no numerator (``sdpa.sinks``). Rows with nothing allowed have
+    zero weights and, without a sink, log-sum-exp ``-inf``. ``scores`` (and
+    ``bias``) must be finite wherever ``allowed`` is True; elsewhere they are not
+    read.
     """
     # Note: the softmax is computed on half-logits h = s/2 + b/2, shifted by
     # the row's largest allowed h and doubled back: 2 * (h - max h). Scaling by
@@ -37,8 +49,18 @@ def masked_softmax(scores: Array, allowed: BoolArray, /, *, bias: Array | None =
     half = np.broadcast_to(half, np.broadcast_shapes(half.shape, allowed.shape))
     row_allowed = allowed.any(axis=-1, keepdims=True)  # [..., Tq, 1]
     real = np.where(allowed, half.real, -np.inf)  # [..., Tq, Tk]
-    shift = np.where(row_allowed, real.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)
-    shift = shift.astype(half.real.dtype)  # [..., Tq, 1]
+    top = real.max(axis=-1, keepdims=True, initial=-np.inf)  # [..., Tq, 1]
+    dtype, real_dtype = half.dtype, half.real.dtype
+    row_normalized = row_allowed  # rows whose denominator is not empty
+    if sink is not None:
+        # Note: the sink's half-logit joins the shift, so exp() <= 1 holds for it too; the
+        # shift keeps the promoted dtype (a float64 sink beyond float16's range shifts too).
+        sink_half = np.broadcast_to(sink / 2, top.shape)  # [..., Tq, 1]
+        dtype = np.result_type(half, sink_half)
+        real_dtype = np.result_type(half.real, sink_half.real)
+        top = np.maximum(top, sink_half.real)
+        row_normalized = np.ones_like(row_allowed)
+    shift = np.where(row_normalized, top, 0.0).astype(real_dtype)  # [..., Tq, 1]
     # Note: doubling may overflow to -inf for logits far below the row's
     # largest (-1e308 against 1e308); exp(-inf) = 0 is then the correctly
     # rounded weight.
@@ -47,11 +69,25 @@ def masked_softmax(scores: Array, allowed: BoolArray, /, *, bias: Array | None =
         shifted = 2 * centred  # [..., Tq, Tk]
     exps = np.where(allowed, np.exp(shifted), 0)  # [..., Tq, Tk]
     total = exps.sum(axis=-1, keepdims=True)  # [..., Tq, 1]
+    if sink is not None:
+        with np.errstate(over="ignore"):
+            total = total + np.exp(2 * (sink_half - shift))  # [..., Tq, 1]
     # Note: a fully masked row has total 0; it gets zero weights
-    # (distribution.fully-masked-row), decided by the mask, not by the value
-    # of total, so no value branch enters the complex-step path.
-    safe_total = np.where(row_allowed, total, 1)  # [..., Tq, 1]
-    return np.where(row_allowed, exps / safe_total, 0).astype(half.dtype)  # [..., Tq, Tk]
+    # (distribution.fully-masked-row) and log-sum-exp -inf (lse.fully-masked-row),
+    # decided by the mask, not by the value of total, so no value branch enters
+    # the complex-step path.
+    safe_total = np.where(row_normalized, total, 1)  # [..., Tq, 1]
+    weights = np.where(row_allowed, exps / safe_total, 0).astype(dtype)  # [..., Tq, Tk]
+    # Note: 2 * shift overflows only where the log-sum-exp itself does
+    # (it lies within log n of the largest logit, lse.stable).
+    with np.errstate(over="ignore"):
+        lse = np.where(row_normalized, 2 * shift + np.log(safe_total), -np.inf)  # [..., Tq, 1]
+    return weights, lse[..., 0].astype(dtype)
+
+
+def masked_softmax(scores: Array, allowed: BoolArray, /, *, bias: Array | None = None) -> Array:
+    """The weights of :func:`masked_normalize` (no sink)."""
+    return masked_normalize(scores, allowed, bias=bias)[0]
 
 
 def _scores(func: str, scores: object, /) -> Array:
@@ -70,28 +106,47 @@ def _allowed_scores(func: str, s: Array, allowed: BoolArray, /) -> tuple[Array, 
     return s, allowed
 
 
-def allowed_softmax(func: str, scores: Array, allowed: BoolArray, bias: Array | None, /) -> Array:
-    """The attention distribution of checked ``scores`` over a derived ``allowed`` set.
+def allowed_normalize(
+    func: str,
+    scores: Array,
+    allowed: BoolArray,
+    bias: Array | None,
+    /,
+    *,
+    sink: Array | None = None,
+) -> tuple[Array, Array]:
+    """The attention distribution of checked ``scores`` over a derived ``allowed`` set,
+    and its log-sum-exp: ``(weights, lse)``.
 
     ``allowed`` comes from :mod:`attnref.masking` (a validated mask joined with
-    the causal flag); ``bias`` is the additive mask or ``None``.
+    the causal flag); ``bias`` is the additive mask or ``None``; ``sink`` a
+    checked sink logit per row (``[..., Tq, 1]``) or ``None``.
     """
     # Note: the additive mask is cast to the scores' dtype (masks take no
     # part in promotion, input.result-dtype): a huge finite bias such as
     # -1e30 becomes -inf in float16 and so disallows, as float16 would.
     b = None if bias is None else bias.astype(scores.real.dtype)
     s, allowed = _allowed_scores(func, scores, allowed)
-    return masked_softmax(s, allowed, bias=b)
+    return masked_normalize(s, allowed, bias=b, sink=sink)
 
 
-def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Array:
-    """Masked softmax of the scores; see :func:`attnspec.attention_distribution`."""
-    func = "attention_distribution"
+def _distribution(func: str, scores: Array, mask: Mask | None, /) -> tuple[Array, Array]:
+    """``(weights, lse)`` of :func:`attention_distribution` and :func:`log_sum_exp`."""
     s = _scores(func, scores)
     mask_allowed, bias, shape = None, None, s.shape
     if mask is not None:
         mask_allowed, bias, shape = _inputs.mask(func, mask, s.shape)
-    return allowed_softmax(func, s, allowed_positions(shape, mask_allowed=mask_allowed), bias)
+    return allowed_normalize(func, s, allowed_positions(shape, mask_allowed=mask_allowed), bias)
+
+
+def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Array:
+    """Masked softmax of the scores; see :func:`attnspec.attention_distribution`."""
+    return _distribution("attention_distribution", scores, mask)[0]
+
+
+def log_sum_exp(scores: Array, /, *, mask: Mask | None = None) -> Array:
+    """Each row's log-normalizer of the distribution; see :func:`attnspec.log_sum_exp`."""
+    return _distribution("log_sum_exp", scores, mask)[1]
 
 
 def _local_mask(func: str, s: Array, mask: BoolArray | None, /) -> BoolArray:

@@ -47,6 +47,7 @@ from attnref.distribution import (
     local_m_distribution,
     local_p_distribution,
     local_p_position,
+    log_sum_exp,
     masked_softmax,
 )
 from attnref.masking import local_p_window
@@ -73,6 +74,7 @@ __all__ = [
     "LocalMDistributionGrads",
     "LocalPDistributionGrads",
     "LocalPPositionGrads",
+    "LogSumExpGrads",
     "OutputDistributionGrads",
     "ScaledDotProductAttentionGrads",
     "ScoreAdditiveGrads",
@@ -89,6 +91,7 @@ __all__ = [
     "vjp_local_m_distribution",
     "vjp_local_p_distribution",
     "vjp_local_p_position",
+    "vjp_log_sum_exp",
     "vjp_output_distribution",
     "vjp_scaled_dot_product_attention",
     "vjp_score_additive",
@@ -153,6 +156,12 @@ class ScoreLocationGrads(NamedTuple):
 
 class AttentionDistributionGrads(NamedTuple):
     """Gradient of :func:`attnref.attention_distribution` (masks are not differentiated)."""
+
+    scores: Array
+
+
+class LogSumExpGrads(NamedTuple):
+    """Gradient of :func:`attnref.log_sum_exp` (masks are not differentiated)."""
 
     scores: Array
 
@@ -222,11 +231,18 @@ class AttentionGrads(NamedTuple):
 
 
 class ScaledDotProductAttentionGrads(NamedTuple):
-    """Gradients of :func:`attnref.scaled_dot_product_attention`."""
+    """Gradients of :func:`attnref.scaled_dot_product_attention`.
+
+    ``sinks`` is ``None`` without sinks; ``softcap`` is ``None`` without a cap,
+    and otherwise the derivative with respect to the cap :math:`c`, a 0-d
+    array (the cap is a keyword number, so its gradient is a number).
+    """
 
     query: Array
     key: Array
     value: Array
+    sinks: Array | None = None
+    softcap: Array | None = None
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -254,6 +270,19 @@ def _pair(func: str, cotangent: object, context: Array, weights: Array, /) -> tu
     c_context = _cotangent(func, cotangent[0], context.shape, "cotangent[0]")
     c_weights = _cotangent(func, cotangent[1], weights.shape, "cotangent[1]")
     return c_context, c_weights
+
+
+def _triple(
+    func: str, cotangent: object, context: Array, weights: Array, lse: Array, /
+) -> tuple[Array, Array, Array]:
+    """The ``(context, weights, lse)`` cotangent of SDPA with ``return_lse=True``."""
+    if not isinstance(cotangent, tuple) or len(cotangent) != 3:
+        raise ShapeError(
+            f"cotangent must be a triple (context, weights, lse) for vjp_{func} with "
+            f"return_lse=True; got {type(cotangent).__name__}"
+        )
+    c_context, c_weights = _pair(func, cotangent[:2], context, weights)
+    return c_context, c_weights, _cotangent(func, cotangent[2], lse.shape, "cotangent[2]")
 
 
 def _sum_to(g: Array, shape: tuple[int, ...], /) -> Array:
@@ -480,6 +509,25 @@ def vjp_attention_distribution(
     return AttentionDistributionGrads(_sum_to(g, np.shape(scores)))
 
 
+def vjp_log_sum_exp(
+    scores: Array, /, *, mask: Mask | None = None, cotangent: Array
+) -> LogSumExpGrads:
+    r"""VJP of :func:`attnref.log_sum_exp`: the gradient of a log-sum-exp is its softmax.
+
+    .. math::
+
+        \partial \ell_i / \partial e_{ij} = \alpha_{ij}, \qquad
+        \bar e_{ij} = \alpha_{ij}\, \bar\ell_i
+
+    so disallowed positions and fully masked rows (:math:`\ell_i = -\infty`)
+    get exactly zero (``lse.fully-masked-row``).
+    """
+    lse = log_sum_exp(scores, mask=mask)  # [..., Tq]
+    c = _cotangent("log_sum_exp", cotangent, lse.shape)
+    weights = attention_distribution(scores, mask=mask)  # [..., Tq, Tk]
+    return LogSumExpGrads(_sum_to(weights * c[..., None], np.shape(scores)))
+
+
 def vjp_local_m_distribution(
     scores: Array, /, *, half_width: int, mask: BoolArray | None = None, cotangent: Array
 ) -> LocalMDistributionGrads:
@@ -692,17 +740,26 @@ def _attend_backward(
     c_weights: Array,
     score_backward: ScoreBackward,
     /,
-) -> tuple[Array, Array, Array, tuple[Array, ...]]:
+    c_lse: Array | None = None,
+) -> tuple[Array, Array, Array, tuple[Array, ...], Array]:
     r"""Backward through scores -> distribution -> attention value, at the weights' batch shape.
 
     Returns the bars of ``q``, ``k``, ``v`` broadcast to the weights' batch
-    (the caller sums them back) and of the score parameters (already summed).
+    (the caller sums them back), of the score parameters (already summed), and
+    each row's bar of its log-normalizer :math:`\bar\ell - \langle\alpha,
+    \bar\alpha\rangle` (``[..., Tq]``), from which a sink's bar follows.
 
     .. math::
 
         \bar\alpha = \bar\alpha_{\text{out}} + \bar A V^\top, \quad
         \bar V = \alpha^\top \bar A, \quad
-        \bar e = \alpha \odot (\bar\alpha - \langle\alpha, \bar\alpha\rangle)
+        \bar e = \alpha \odot (\bar\alpha - \langle\alpha, \bar\alpha\rangle
+            + \bar\ell)
+
+    with :math:`\bar\ell` the cotangent of the log-sum-exp (``c_lse``, 0 when
+    ``None``): :math:`\partial\ell_i / \partial e_{ij} = \alpha_{ij}`. The
+    softmax VJP is the same with a sink in the denominator, whose weight gets
+    no cotangent.
     """
     batch = weights.shape[:-2]
     nonzero = weights != 0  # [..., Tq, Tk]
@@ -718,9 +775,12 @@ def _attend_backward(
     v_full = np.where(k_read, np.broadcast_to(v, (*batch, *v.shape[-2:])), 0)  # [..., Tk, d_v]
     g_weights = c_weights + c_context @ _t(v_full)  # [..., Tq, Tk]
     g_v = _t(weights) @ c_context  # [..., Tk, d_v]
-    g_scores = _softmax_backward(weights, g_weights)  # [..., Tq, Tk]
+    g_row = -(weights * g_weights).sum(axis=-1)  # [..., Tq]
+    if c_lse is not None:
+        g_row = g_row + c_lse
+    g_scores = weights * (g_weights + g_row[..., None])  # [..., Tq, Tk]
     g_q, g_k, *g_params = score_backward(q_full, k_full, g_scores)
-    return g_q, g_k, g_v, tuple(g_params)
+    return g_q, g_k, g_v, tuple(g_params), g_row
 
 
 def _scale(func: str, scale: Scale | None, d: int, result: Array, /) -> Array:
@@ -799,7 +859,7 @@ def vjp_attention(
     taken = tuple(name for name in SCORE_PARAMETERS[score] if name != "scale")
     lam = _scale("attention", scale, k.shape[-1], weights)
     backward = _score_backward(score, q.shape[-1], lam, *(np.asarray(given[n]) for n in taken))
-    g_q, g_k, g_v, g_params = _attend_backward(q, k, v, weights, c_context, c_weights, backward)
+    g_q, g_k, g_v, g_params, _ = _attend_backward(q, k, v, weights, c_context, c_weights, backward)
     named: dict[str, Array | None] = {"W_a": None, "W_q": None, "W_k": None, "v_a": None}
     named.update(zip(taken, g_params, strict=True))
     return AttentionGrads(
@@ -813,8 +873,30 @@ def vjp_attention(
     )
 
 
+def _cap_derivative(u: Array, /) -> Array:
+    r""":math:`\partial (c \tanh(s/c)) / \partial c = \tanh u - u \operatorname{sech}^2 u`
+    at :math:`u = s / c`.
+
+    For small :math:`|u|` the two terms cancel (the value is :math:`2u^3/3 + O(u^5)`), so
+    there it is summed from its series
+    :math:`(\sinh 2u - 2u) / (2\cosh^2 u) = \sum_{n \ge 1} (2u)^{2n+1} / (2 (2n+1)!)
+    / \cosh^2 u`.
+    """
+    direct = np.tanh(u) - u * _tanh_derivative(u)
+    # Note: 9 terms of the series leave a relative error below 2**-53 for |u| <= 1/2.
+    small = np.abs(u) <= 0.5
+    x = np.where(small, 2 * u, 0)
+    term, series = x, np.zeros_like(x)
+    for n in range(1, 10):
+        term = term * x * x / ((2 * n) * (2 * n + 1))
+        series = series + term / 2
+    result: Array = np.where(small, series * _tanh_derivative(np.where(small, u, 0)), direct)
+    return result
+
+
 def _capped(backward: ScoreBackward, lam: Array, softcap: float | None, /) -> ScoreBackward:
-    """The score VJP through ``c * tanh(s / c)`` of the scaled score ``s`` (``sdpa.softcap``)."""
+    """The score VJP through ``c * tanh(s / c)`` of the scaled score ``s`` (``sdpa.softcap``);
+    with a cap, the bar of ``c`` is returned last, after the score parameters' bars."""
     if softcap is None:
         return backward
 
@@ -822,8 +904,9 @@ def _capped(backward: ScoreBackward, lam: Array, softcap: float | None, /) -> Sc
         # Note: s is recomputed from the read rows the forward used (unread rows
         # are 0 here), and the bar is 0 wherever c is, so nothing unread leaks in.
         s = lam * (q @ _t(k))  # [..., Tq, Tk]
-        th = np.tanh(s / softcap)
-        return backward(q, k, c * (1 - th * th))
+        u = s / softcap
+        c_bar = (c * _cap_derivative(u)).sum()
+        return (*backward(q, k, c * _tanh_derivative(u)), np.asarray(c_bar))
 
     return capped
 
@@ -843,12 +926,15 @@ def vjp_scaled_dot_product_attention(
     window: Window | None = None,
     query_offset: int | Array | None = None,
     key_lengths: Array | None = None,
-    cotangent: tuple[Array, Array],
+    sinks: Array | None = None,
+    return_lse: bool = False,
+    cotangent: tuple[Array, Array] | tuple[Array, Array, Array],
 ) -> ScaledDotProductAttentionGrads:
-    r"""VJP of :func:`attnref.scaled_dot_product_attention`; ``cotangent`` is a pair.
+    r"""VJP of :func:`attnref.scaled_dot_product_attention`.
 
-    ``cotangent`` is ``(context_bar, weights_bar)``, shaped like the forward's
-    ``(context, weights)``.
+    ``cotangent`` is shaped like the forward's result: ``(context_bar,
+    weights_bar)``, and with ``return_lse=True`` ``(context_bar, weights_bar,
+    lse_bar)``.
 
     The chain of :func:`vjp_attention_value`, :func:`vjp_attention_distribution`
     (with the causal mask joined to ``mask``) and :func:`vjp_score_scaled_dot`.
@@ -856,12 +942,21 @@ def vjp_scaled_dot_product_attention(
     times in place; the adjoint of that repeat sums the ``g`` query heads of
     each group: :math:`\bar K_h = \sum_{r < g} \bar K^{\text{rep}}_{hg + r}`.
     With ``softcap`` :math:`c` the scores are :math:`t = c \tanh(s / c)`, so the
-    bar of the scaled score is :math:`\bar s = \bar t\,(1 - \tanh^2(s / c))`.
+    bar of the scaled score is :math:`\bar s = \bar t\,(1 - \tanh^2(s / c))`
+    and that of the cap :math:`\bar c = \sum \bar t\,(\tanh u - u
+    \operatorname{sech}^2 u)` at :math:`u = s / c`.
+    The log-sum-exp :math:`\ell_i` has :math:`\partial \ell_i / \partial t_{ij} =
+    \alpha_{ij}` and, with a sink, :math:`\partial \ell_i / \partial \sigma_h =
+    \beta_i = \exp(\sigma_h - \ell_i)`, the sink's share of the row. The sink is
+    one more logit of the row's softmax whose weight gets no cotangent, so
+    :math:`\bar\sigma_h = \sum_{i \in h} \beta_i (\bar\ell_i - \langle
+    \alpha_i, \bar\alpha_i \rangle)` over the rows of head ``h``.
     The window, the query offset and the key lengths only restrict which keys
     are allowed: they enter through the forward's weights (zero where
     disallowed) and are not differentiated.
     """
-    context, weights = scaled_dot_product_attention(
+    func = "scaled_dot_product_attention"
+    context, weights, lse = scaled_dot_product_attention(
         query,
         key,
         value,
@@ -874,14 +969,20 @@ def vjp_scaled_dot_product_attention(
         window=window,
         query_offset=query_offset,
         key_lengths=key_lengths,
+        sinks=sinks,
+        return_lse=True,
     )
-    c_context, c_weights = _pair("scaled_dot_product_attention", cotangent, context, weights)
+    if return_lse:
+        c_context, c_weights, c_lse = _triple(func, cotangent, context, weights, lse)
+    else:
+        c_context, c_weights = _pair(func, cotangent, context, weights)
+        c_lse = None
     q, k, v = np.asarray(query), np.asarray(key), np.asarray(value)
-    lam = _scale("scaled_dot_product_attention", scale, q.shape[-1], weights)
+    lam = _scale(func, scale, q.shape[-1], weights)
     group = q.shape[-3] // k.shape[-3] if enable_gqa else 1
     k_rep = np.repeat(k, group, axis=-3) if enable_gqa else k  # [..., Hq, Tk, d]
     v_rep = np.repeat(v, group, axis=-3) if enable_gqa else v  # [..., Hq, Tk, d_v]
-    g_q, g_k, g_v, _ = _attend_backward(
+    g_q, g_k, g_v, g_cap, g_row = _attend_backward(
         q,
         k_rep,
         v_rep,
@@ -889,6 +990,7 @@ def vjp_scaled_dot_product_attention(
         c_context,
         c_weights,
         _capped(_score_backward("scaled_dot", q.shape[-1], lam), lam, softcap),
+        c_lse,
     )
     g_k = _sum_to(g_k, k_rep.shape)  # [..., Hq, Tk, d] or [..., Tk, d]
     g_v = _sum_to(g_v, v_rep.shape)  # [..., Hq, Tk, d_v] or [..., Tk, d_v]
@@ -897,7 +999,20 @@ def vjp_scaled_dot_product_attention(
         # groups are consecutive: reshape to [..., Hk, g, T, d] and sum over g.
         g_k = g_k.reshape(*k.shape[:-2], group, *k.shape[-2:]).sum(axis=-3)  # [..., Hk, Tk, d]
         g_v = g_v.reshape(*v.shape[:-2], group, *v.shape[-2:]).sum(axis=-3)  # [..., Hk, Tk, d_v]
-    return ScaledDotProductAttentionGrads(_sum_to(g_q, q.shape), g_k, g_v)
+    g_sinks = None
+    if sinks is not None:
+        sink = np.asarray(sinks)[:, None]  # [H, 1]
+        # Note: beta = exp(sigma - lse) <= 1 is the sink's weight in its row: exp of a
+        # difference of two finite numbers, never of a logit alone, so it cannot overflow.
+        beta = np.exp(sink - lse)  # [..., H, Tq]
+        g_sinks = _sum_to(beta * g_row, (*sink.shape[:-1], 1))[:, 0]  # [H]
+    return ScaledDotProductAttentionGrads(
+        _sum_to(g_q, q.shape),
+        g_k,
+        g_v,
+        g_sinks,
+        g_cap[0] if softcap is not None else None,
+    )
 
 
 VJPS: Mapping[str, Callable[..., tuple[Any, ...]]] = MappingProxyType(
@@ -909,6 +1024,7 @@ VJPS: Mapping[str, Callable[..., tuple[Any, ...]]] = MappingProxyType(
         "score_additive": vjp_score_additive,
         "score_location": vjp_score_location,
         "attention_distribution": vjp_attention_distribution,
+        "log_sum_exp": vjp_log_sum_exp,
         "local_m_distribution": vjp_local_m_distribution,
         "local_p_position": vjp_local_p_position,
         "local_p_distribution": vjp_local_p_distribution,

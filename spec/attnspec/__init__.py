@@ -22,6 +22,7 @@ from attnspec.distribution import (
     local_m_distribution,
     local_p_distribution,
     local_p_position,
+    log_sum_exp,
 )
 from attnspec.errors import (
     ArgumentError,
@@ -60,6 +61,7 @@ __all__ = [
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
+    "log_sum_exp",
     "output_distribution",
     "scaled_dot_product_attention",
     "score_additive",
@@ -78,6 +80,7 @@ FUNCTIONS: tuple[str, ...] = (
     "score_additive",
     "score_location",
     "attention_distribution",
+    "log_sum_exp",
     "local_m_distribution",
     "local_p_position",
     "local_p_distribution",

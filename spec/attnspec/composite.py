@@ -199,12 +199,36 @@ def attention(
         "is allowed only when every one given allows it.",
     ),
     Clause(
+        "sdpa.sinks",
+        r"With ``sinks`` :math:`\sigma` (one real logit per query head, the heads axis "
+        r"``-3``), the softmax denominator of every row of head ``h`` gains "
+        r":math:`\exp(\sigma_h)`: :math:`\alpha_{ij} = \exp(t_{ij} + m_{ij}) / "
+        r"(\exp(\sigma_h) + \sum_{k \text{ allowed}} \exp(t_{ik} + m_{ik}))`. The sink is "
+        "not scaled, capped or masked and attends to no value, so a row's weights sum to "
+        r":math:`1 - \exp(\sigma_h - \ell_i)` and a row with no allowed key has zero "
+        r"weights and a zero context. :math:`\sigma_h \to -\infty` is no sink; "
+        r":math:`\sigma_h = 0` is the softmax plus one in the denominator. The sinks take "
+        "part in the result dtype like query, key and value.",
+    ),
+    Clause(
+        "sdpa.log-sum-exp",
+        "With ``return_lse=True`` the result is ``(context, weights, lse)``, where ``lse`` "
+        "(``[..., Tq]``, with the query's heads) is the log-normalizer of the weights: "
+        "``log_sum_exp(t, mask=combined_mask)`` of the capped scaled scores ``t``, joined "
+        r"with the sink by :math:`\log(\exp \ell + \exp \sigma_h)` when ``sinks`` are "
+        r"given; :math:`-\infty` for a row with no allowed key and no sink. "
+        "FlashAttention's ``softmax_lse`` and ``flex_attention``'s ``return_lse`` return it.",
+    ),
+    Clause(
         "sdpa.arguments",
         "``softcap`` is a finite real number greater than 0; ``window`` a pair of ``int`` "
         "at least 0 or ``None``; ``query_offset`` an ``int`` or an integer array ``[B]``; "
         "``key_lengths`` an integer array ``[B]`` with entries in :math:`[0, T_k]`, where "
         "``B`` is the first batch axis of query, key and value; ``query_offset`` together "
-        "with ``causal_alignment='bottom_right'`` names two offsets. Anything else raises "
+        "with ``causal_alignment='bottom_right'`` names two offsets; ``sinks`` a floating "
+        "array ``[H]`` with ``H`` the query's heads ``query.shape[-3]`` (NaN or an infinity "
+        "in it raises :class:`~attnspec.errors.NonFiniteInputError`, as in any input that is "
+        "read); ``return_lse`` a ``bool``. Anything else raises "
         ":class:`~attnspec.errors.ArgumentError`, :class:`~attnspec.errors.DTypeError` "
         "or :class:`~attnspec.errors.ShapeError`.",
         "raises",
@@ -227,7 +251,9 @@ def scaled_dot_product_attention(
     window: Window | None = None,
     query_offset: int | Array | None = None,
     key_lengths: Array | None = None,
-) -> tuple[Array, Array]:
+    sinks: Array | None = None,
+    return_lse: bool = False,
+) -> tuple[Array, Array] | tuple[Array, Array, Array]:
     r"""Scaled dot-product attention over query, key and value.
 
     .. math::
@@ -242,7 +268,9 @@ def scaled_dot_product_attention(
     (Gemma Team et al. 2024, Gemma 2), sliding windows (Beltagy et al. 2020,
     Longformer), key lengths for padded batches and key/value caches, and an
     explicit query offset for a cache whose new keys outnumber the new
-    queries. A key/value cache is keys and values concatenated, with
+    queries; sink logits that let a row attend to nothing (Xiao et al. 2024;
+    OpenAI 2025, gpt-oss); and each row's log-sum-exp (Dao et al. 2022). A
+    key/value cache is keys and values concatenated, with
     ``causal_alignment='bottom_right'`` or the past length as
     ``query_offset``.
 
@@ -285,12 +313,18 @@ def scaled_dot_product_attention(
     key_lengths
         ``[B]`` integers: keys ``j >= key_lengths[b]`` are disallowed for
         batch item ``b``.
+    sinks
+        ``[H]`` sink logits, one per query head (axis ``-3``); ``None`` for
+        none.
+    return_lse
+        Also return each row's log-sum-exp (``sdpa.log-sum-exp``).
 
     Returns
     -------
     tuple of Array
         ``context`` ``[..., Tq, d_v]`` and ``weights`` ``[..., Tq, Tk]``
-        (with the query's heads).
+        (with the query's heads); with ``return_lse``, also ``lse``
+        ``[..., Tq]``.
 
     Raises
     ------
@@ -299,11 +333,12 @@ def scaled_dot_product_attention(
         and value, a shape does not broadcast, or the heads do not group.
     DTypeError
         If an array is not floating, the mask neither boolean nor real
-        floating, or ``is_causal``/``enable_gqa`` not a ``bool``.
+        floating, or ``is_causal``/``enable_gqa``/``return_lse`` not a
+        ``bool``.
     ArgumentError
         If ``scale`` is not finite, ``causal_alignment`` is unknown, or
-        ``softcap``, ``window``, ``query_offset`` or ``key_lengths`` is out
-        of range (``sdpa.arguments``).
+        ``softcap``, ``window``, ``query_offset``, ``key_lengths`` or
+        ``sinks`` is out of range (``sdpa.arguments``).
     NonFiniteInputError
         If a read position holds NaN or an infinity.
     """

@@ -41,6 +41,7 @@ __all__ = [
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
+    "log_sum_exp",
 ]
 
 
@@ -143,6 +144,71 @@ def attention_distribution(scores: Array, /, *, mask: Mask | None = None) -> Arr
     NonFiniteInputError
         If an allowed score is NaN or :math:`+\infty`, or the additive mask
         holds NaN or :math:`+\infty`.
+    """
+
+
+@specifies(
+    Clause(
+        "lse.formula",
+        "For a row with at least one allowed key, "
+        r":math:`\ell_i = \log \sum_{k \text{ allowed}} \exp(e_{ik} + m_{ik})`, over the "
+        "allowed keys and with the additive mask of ``distribution.softmax``.",
+    ),
+    Clause(
+        "lse.normalizes",
+        r"The log-sum-exp is the log-normalizer of the distribution: "
+        r":math:`\alpha_{ij} = \exp(e_{ij} + m_{ij} - \ell_i)` at every allowed position of "
+        r"a row with an allowed key (to rounding), with :math:`\alpha` the result of "
+        ":func:`attention_distribution` for the same scores and mask.",
+    ),
+    Clause(
+        "lse.stable",
+        "Finite scores anywhere in the dtype's range give a finite log-sum-exp whenever the "
+        "value itself is in range: the sum is taken after subtracting the row's largest "
+        r"allowed score, so :math:`\max_k (e_{ik} + m_{ik}) \le \ell_i \le "
+        r"\max_k (e_{ik} + m_{ik}) + \log n` for :math:`n` allowed keys.",
+    ),
+    Clause(
+        "lse.fully-masked-row",
+        r"A row with no allowed key has log-sum-exp :math:`-\infty` (the logarithm of an "
+        r"empty sum), not NaN and not :math:`+\infty`. Its gradient is zero.",
+        "special-case",
+    ),
+)
+def log_sum_exp(scores: Array, /, *, mask: Mask | None = None) -> Array:
+    r"""Log-sum-exp: each row's log-normalizer of the attention distribution.
+
+    .. math::
+
+        \ell_i = \log \sum_{k} \exp(e_{ik}), \qquad
+        \alpha_{ij} = \exp(e_{ij} - \ell_i)
+
+    The normalizer of Luong et al. (2015), eq. (7), in log space. Kernels
+    that never store the weights (Dao et al. 2022, FlashAttention) keep it
+    per row for their backward pass and to merge partial results over key
+    blocks, and return it (FlashAttention's ``softmax_lse``,
+    ``flex_attention``'s ``return_lse``). The sum runs over allowed keys
+    only; mask and allowed set are those of :func:`attention_distribution`.
+
+    Parameters
+    ----------
+    scores
+        ``[..., Tq, Tk]`` scores :math:`e_{ij}`.
+    mask
+        Boolean mask (``True`` = may attend) or additive floating mask,
+        broadcastable to ``[..., Tq, Tk]``. ``None`` allows every key.
+
+    Returns
+    -------
+    Array
+        ``[..., Tq]`` log-sum-exp :math:`\ell_i`, with the batch shape
+        broadcast with the mask's; :math:`-\infty` for a row with no
+        allowed key.
+
+    Raises
+    ------
+    ShapeError, DTypeError, NonFiniteInputError
+        As :func:`attention_distribution`.
     """
 
 

@@ -7,6 +7,13 @@ rounded to float64 from an arbitrary-precision evaluation of the spec's
 formula, a cotangent per output and the expected input gradients (the VJP),
 or, for a bad call, the exception class it must raise.
 
+The outputs are the call's results in order: one array for a step function,
+``(context, weights)`` for the composites and, for
+:func:`~attnspec.scaled_dot_product_attention` with ``return_lse=True``,
+``(context, weights, lse)``. Every expected number is finite but one: the
+``-inf`` log-sum-exp of a row with no allowed key (``lse.fully-masked-row``),
+whose error scale is 0, so it must be matched exactly.
+
 Floats are C99 hexadecimal strings as Python's ``float.hex`` writes them
 (``"0x1.8000000000000p+1"``, ``"-0x0.0p+0"``, ``"inf"``, ``"-inf"``,
 ``"nan"``), so they round-trip exactly; complex numbers are ``[re, im]``
@@ -146,7 +153,8 @@ class VectorCase:
 
     ``inputs`` are the positional arguments by name, in the order of the
     spec's signature (``None`` for an omitted optional one); ``options`` the
-    keyword arguments. A case has ``outputs`` or names the exception class of
+    keyword arguments. A case has ``outputs`` (in the order the call returns
+    them) or names the exception class of
     :mod:`attnspec.errors` in ``raises``; ``cotangents`` and ``vjp`` are
     ``None`` where the gradient is not given (a jump, or an unread row whose
     gradient the spec leaves open).

@@ -63,6 +63,35 @@ def distribution(scores: npt.NDArray[Any], mask: npt.NDArray[Any] | None = None,
     return softmax(*allowed_keys(scores, mask))
 
 
+def log_sum_exp(
+    logits: Exact, allowed: npt.NDArray[np.bool_], /, sink: Exact | None = None
+) -> Exact:
+    """``log(exp(σ) + Σ_allowed exp(l_k))`` per row (``lse.formula``, ``sdpa.log-sum-exp``).
+
+    ``sink`` (broadcastable to the rows, ``[..., Tq]``) is left out when ``None``; a row with
+    nothing allowed and no sink is ``-inf``.
+    """
+    top = np.where(allowed, logits, -np.inf).max(axis=-1, initial=-np.inf)
+    if sink is not None:
+        top = np.maximum(top, sink)
+    safe = np.where(np.isfinite(top), top, 0)
+    e = np.where(allowed, np.exp(np.where(allowed, logits - safe[..., None], 0)), 0)
+    total = e.sum(axis=-1)
+    if sink is not None:
+        total = total + np.exp(sink - safe)
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.where(total > 0, safe + np.log(total), -np.inf), dtype=LD)
+
+
+def sink_softmax(logits: Exact, allowed: npt.NDArray[np.bool_], sink: Exact, /) -> Exact:
+    """``exp(l_j) / (exp(σ) + Σ_allowed exp(l_k))`` per row (``sdpa.sinks``); ``sink`` is
+    ``[..., Tq]``; a row with nothing allowed is all zero."""
+    lse = log_sum_exp(logits, allowed, sink)
+    return np.asarray(
+        np.where(allowed, np.exp(np.where(allowed, logits, 0) - lse[..., None]), 0), dtype=LD
+    )
+
+
 def dot_scores(query: npt.NDArray[Any], keys: npt.NDArray[Any], /) -> Exact:
     """``e_ij = s_i · h_j``."""
     return np.asarray(np.einsum("...id,...jd->...ij", exact(query), exact(keys)), dtype=LD)

@@ -11,10 +11,11 @@
 //
 // Implemented, as the spec states them: score_dot, score_scaled_dot,
 // attention_distribution (boolean or additive mask, fully masked rows give zero),
-// attention_value, attention with score "dot" or "scaled_dot", and
-// scaled_dot_product_attention (causal in both alignments, grouped query heads).
-// Cases with complex inputs, other score kinds or the restrictions (softcap,
-// window, query_offset, key_lengths) are skipped and counted.
+// log_sum_exp (-inf for a fully masked row), attention_value, attention with score
+// "dot" or "scaled_dot", and scaled_dot_product_attention (causal in both alignments,
+// grouped query heads, sinks, return_lse). Cases with complex inputs, other score
+// kinds or the restrictions (softcap, window, query_offset, key_lengths) are skipped
+// and counted.
 
 import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -166,23 +167,27 @@ function maskParts(mask, shape) {
 // --- the attention steps ------------------------------------------------------------------
 
 /**
- * Softmax over the allowed keys of one row; a row with none is all zero.
+ * Softmax over the allowed keys of one row and its log-sum-exp: { weights, lse }.
  *
  * `halves[j]` is half the logit, (score + bias) / 2, or null for a key that is not
  * allowed: a finite score plus a finite bias can exceed the float64 range (-1e308 +
  * -1e308) although the key is allowed, and halves cannot. 2 * (x - max) rounds like
  * (score + bias) - max and overflows only towards -inf, where exp gives the right 0.
+ * `sinkHalf` is half a sink logit (sdpa.sinks), which joins the denominator and the
+ * shift but no numerator, or null. A row with no allowed key has zero weights and
+ * lse -inf (lse.fully-masked-row), or the sink with one.
  */
-function softmaxRow(halves) {
+function softmaxRow(halves, sinkHalf = null) {
   const out = new Float64Array(halves.length);
-  let shift = -Infinity;
+  let shift = sinkHalf ?? -Infinity;
   for (const x of halves) if (x !== null && x > shift) shift = x;
-  if (shift === -Infinity) return out; // distribution.fully-masked-row
-  let total = 0;
+  if (shift === -Infinity) return { weights: out, lse: -Infinity }; // distribution.fully-masked-row
+  let total = sinkHalf === null ? 0 : Math.exp(2 * (sinkHalf - shift));
   halves.forEach((x, j) => {
     if (x !== null) total += out[j] = Math.exp(2 * (x - shift));
   });
-  return out.map((e) => e / total);
+  // lse.stable: 2 * shift overflows only where the log-sum-exp itself does.
+  return { weights: out.map((e) => e / total), lse: 2 * shift + Math.log(total) };
 }
 
 function checkFinite(name, a, read) {
@@ -227,13 +232,16 @@ export function scoreScaledDot(query, keys, { scale = null } = {}) {
   return scoreDot(query, keys, lam ?? defaultScale(query.shape.at(-1)));
 }
 
-export function attentionDistribution(scores, { mask = null } = {}) {
+/** The weights and the log-sum-exp of masked scores: [weights, lse]. */
+function distribution(scores, mask) {
   floating("scores", scores);
   if (scores.shape.length < 2) throw new ShapeError(`scores must have rank >= 2; got ${scores.shape}`);
   if (scores.shape.at(-1) < 1) throw new ShapeError("scores.shape[-1] must be at least 1");
   const m = maskParts(mask, scores.shape);
   const tk = m.shape.at(-1);
   const out = zeros(m.shape);
+  const lse = zeros(m.shape.slice(0, -1));
+  let n = 0;
   for (const row of indices(m.shape.slice(0, -1))) {
     const logits = [];
     for (let j = 0; j < tk; j++) {
@@ -246,9 +254,19 @@ export function attentionDistribution(scores, { mask = null } = {}) {
       if (!Number.isFinite(e)) throw new NonFiniteInputError(`scores hold ${e} at an allowed key`);
       logits.push(e / 2 + m.bias(index) / 2);
     }
-    out.data.set(softmaxRow(logits), offset(m.shape, [...row, 0]));
+    const normalized = softmaxRow(logits);
+    out.data.set(normalized.weights, offset(m.shape, [...row, 0]));
+    lse.data[n++] = normalized.lse;
   }
-  return out;
+  return [out, lse];
+}
+
+export function attentionDistribution(scores, { mask = null } = {}) {
+  return distribution(scores, mask)[0];
+}
+
+export function logSumExp(scores, { mask = null } = {}) {
+  return distribution(scores, mask)[1];
 }
 
 export function attentionValue(weights, values) {
@@ -288,8 +306,11 @@ export function attentionValue(weights, values) {
   return out;
 }
 
-/** Scores, weights and context reading only what the combined mask allows. */
-function attend(query, key, value, mask, scale, causal) {
+/**
+ * Context, weights and log-sum-exp reading only what the combined mask allows.
+ * `sinks` holds one logit per head (the last batch axis), or is null.
+ */
+function attend(query, key, value, mask, scale, causal, sinks = null) {
   const [tq, tk, d, dv] = [query.shape.at(-2), key.shape.at(-2), query.shape.at(-1), value.shape.at(-1)];
   const batch = broadcastShapes(query.shape.slice(0, -2), key.shape.slice(0, -2), value.shape.slice(0, -2));
   const m = maskParts(mask, [...batch, tq, tk]);
@@ -314,7 +335,9 @@ function attend(query, key, value, mask, scale, causal) {
   checkFinite("value", value, readV);
   const weights = zeros([...full, tq, tk]);
   const context = zeros([...full, tq, dv]);
+  const lse = zeros([...full, tq]);
   for (const b of indices(full)) {
+    const sinkHalf = sinks === null ? null : sinks.data[offset(sinks.shape, [b.at(-1)])] / 2;
     for (let i = 0; i < tq; i++) {
       const logits = [];
       for (let j = 0; j < tk; j++) {
@@ -331,8 +354,9 @@ function attend(query, key, value, mask, scale, causal) {
         }
         logits.push(sum / 2 + m.bias([...b, i, j]) / 2);
       }
-      const row = softmaxRow(logits);
+      const { weights: row, lse: rowLse } = softmaxRow(logits, sinkHalf);
       weights.data.set(row, offset(weights.shape, [...b, i, 0]));
+      lse.data[offset(lse.shape, [...b, i])] = rowLse;
       for (let c = 0; c < dv; c++) {
         let sum = 0;
         row.forEach((w, j) => {
@@ -342,7 +366,7 @@ function attend(query, key, value, mask, scale, causal) {
       }
     }
   }
-  return [context, weights];
+  return [context, weights, lse];
 }
 
 const SCORE_PARAMETERS = {
@@ -370,7 +394,7 @@ export function attention(query, keys, values, options = {}) {
   sameSize("values.shape[-2]", values.shape.at(-2), "keys.shape[-2]", keys.shape.at(-2));
   sameSize("keys.shape[-1]", keys.shape.at(-1), "query.shape[-1]", query.shape.at(-1));
   const scale = score === "dot" ? 1 : (lam ?? defaultScale(query.shape.at(-1)));
-  return attend(query, keys, values, mask, scale, null);
+  return attend(query, keys, values, mask, scale, null).slice(0, 2);
 }
 
 /** np.repeat(a, group, axis=-3): each head repeated in place (interleaved, not tiled). */
@@ -394,6 +418,7 @@ export function scaledDotProductAttention(query, key, value, options = {}) {
   }
   const causal = flag("is_causal", is_causal);
   const grouped = flag("enable_gqa", enable_gqa);
+  const withLse = flag("return_lse", options.return_lse ?? false);
   if (causal_alignment !== "top_left" && causal_alignment !== "bottom_right") {
     throw new ArgumentError(`causal_alignment must be top_left or bottom_right; got ${causal_alignment}`);
   }
@@ -402,6 +427,15 @@ export function scaledDotProductAttention(query, key, value, options = {}) {
   sameSize("key.shape[-1]", key.shape.at(-1), "query.shape[-1]", query.shape.at(-1));
   if (key.shape.at(-2) < 1) throw new ShapeError("key.shape[-2] must be at least 1");
   sameSize("value.shape[-2]", value.shape.at(-2), "key.shape[-2]", key.shape.at(-2));
+  const sinks = options.sinks ?? null;
+  if (sinks !== null) {
+    // sdpa.arguments: one finite real logit per query head, the heads axis -3.
+    if (query.shape.length < 3) throw new ShapeError("sinks need a query [..., H, Tq, d]");
+    floating("sinks", sinks);
+    if (sinks.shape.length !== 1) throw new ShapeError(`sinks must be [H]; got shape ${sinks.shape}`);
+    sameSize("sinks.shape[0]", sinks.shape[0], "query.shape[-3]", query.shape.at(-3));
+    checkFinite("sinks", sinks);
+  }
   let [k, v] = [key, value];
   if (grouped) {
     for (const a of [query, key, value]) {
@@ -414,13 +448,16 @@ export function scaledDotProductAttention(query, key, value, options = {}) {
   }
   const [tq, tk] = [query.shape.at(-2), key.shape.at(-2)];
   const offsetCausal = !causal ? null : causal_alignment === "top_left" ? 0 : tk - tq;
-  return attend(query, k, v, mask, lam ?? defaultScale(query.shape.at(-1)), offsetCausal);
+  const scale = lam ?? defaultScale(query.shape.at(-1));
+  const result = attend(query, k, v, mask, scale, offsetCausal, sinks);
+  return withLse ? result : result.slice(0, 2);
 }
 
 const FUNCTIONS = {
   score_dot: (args) => scoreDot(...args),
   score_scaled_dot: (args, options) => scoreScaledDot(...args, options),
   attention_distribution: (args, options) => attentionDistribution(...args, options),
+  log_sum_exp: (args, options) => logSumExp(...args, options),
   attention_value: (args) => attentionValue(...args),
   attention: (args, options) => attention(...args, options),
   scaled_dot_product_attention: (args, options) => scaledDotProductAttention(...args, options),

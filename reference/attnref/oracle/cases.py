@@ -136,6 +136,7 @@ class Draw:
     window: bool | None = None
     query_offset: bool | None = None
     key_lengths: bool | None = None
+    sinks: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,8 @@ def _case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
     options.update(restrictions)
     names = ("query", "keys", "values") if seq2seq else ("query", "key", "value")
     arrays = {n: round_to(dtype, a) for n, a in zip(names, (q, k, v), strict=True)}
+    if not seq2seq and _flag(draw, spec.sinks, "sinks" in features):
+        arrays["sinks"] = round_to(dtype, _sink_logits(rng, sizes.heads_q))
     if seq2seq:
         arrays.update(_score_parameters(impl, rng, sizes))
         form = impl.score_form
@@ -414,6 +417,22 @@ def _restrictions(
     if _flag(draw, spec.key_lengths, "key_lengths" in features):
         drawn["key_lengths"] = tuple(int(n) for n in rng.integers(0, t_k + 1, size=sizes.batch))
     return drawn
+
+
+def _sink_logits(rng: np.random.Generator, heads: int) -> Float64Array:
+    """``[H]`` sink logits (``sdpa.sinks``), each head's from one of four kinds: of the
+    scores' own size, exactly 0 (softmax plus one), so low it takes no weight (-20 to
+    -60: ``exp`` underflows in the 16-bit dtypes), so high it takes most of it."""
+    kind = rng.integers(0, 4, size=heads)
+    choices = np.stack(
+        [
+            rng.normal(0.0, 2.0, size=heads),
+            np.zeros(heads),
+            -rng.uniform(20.0, 60.0, size=heads),
+            rng.uniform(3.0, 10.0, size=heads),
+        ]
+    )
+    return np.asarray(np.take_along_axis(choices, kind[None, :], axis=0)[0], dtype=np.float64)
 
 
 def _structural(
@@ -722,7 +741,8 @@ def _poison_value(rng: np.random.Generator, style: MaskStyle, dtype: str) -> flo
 
 @st.composite
 def _distribution_case(draw: st.DrawFn, impl: Implementation, spec: Draw) -> Case:
-    """A case of ``attention_distribution``: scores and a boolean or additive mask."""
+    """A case of ``attention_distribution`` or ``log_sum_exp``: scores and a boolean or
+    additive mask."""
     long = _long(draw, spec)
     batch = draw(_batch(long))
     t_q, t_k = draw(_lengths(spec, long))
@@ -908,6 +928,7 @@ _STEP_CASES: dict[str, Callable[[Implementation, Draw], st.SearchStrategy[Case]]
     "local_p_distribution": _local_case,
     "local_p_position": _position_case,
     "attention_distribution": _distribution_case,
+    "log_sum_exp": _distribution_case,
     "attention_value": _value_case,
     "concatenate_context": _pair_case,
     "attentional_hidden_state": _pair_case,

@@ -156,9 +156,13 @@ def compare(
     inf_a = np.isinf(actual) & finite
     if np.any(inf_a & (actual != truth)):
         raise MismatchError(f"{what}: infinite at {int(np.sum(inf_a))} positions")
-    error = np.where(
-        finite, np.abs(np.where(finite, actual, 0.0) - np.where(finite, truth, 0.0)), 0.0
-    )
+    # Note: an infinity the truth has too (a log-sum-exp of -inf) is an exact match; its
+    # difference (inf - inf = NaN) must not reach argmax, where it would hide every error.
+    compared = finite & ~(np.isinf(truth) & (actual == truth))
+    with np.errstate(invalid="ignore"):
+        error = np.where(
+            compared, np.abs(np.where(compared, actual, 0.0) - np.where(compared, truth, 0.0)), 0.0
+        )
     allowed = SAFETY * np.broadcast_to(bound, error.shape) + underflow_floor(dtype)
     # Note: a NaN allowance (a bound gone wrong) allows nothing, so it can hide no error
     # elsewhere from argmax; an exact match needs no allowance.
@@ -202,6 +206,15 @@ def weights(o: Observation) -> list[Measure]:
     return [compare("weights", w, o.truth.weights, o.bounds.weights, o.impl.dtype)]
 
 
+def log_sum_exp(o: Observation) -> list[Measure]:
+    """The log-sum-exp an implementation returns beside the context agrees with the spec
+    (``sdpa.log-sum-exp``): :math:`-\\infty` exactly for a row with no key and no sink."""
+    lse = _output(o).lse
+    if lse is None:
+        raise MismatchError("lse: the implementation returned none")
+    return [compare("lse", lse, o.truth.lse, o.bounds.lse, o.impl.dtype)]
+
+
 def _returned_weights(o: Observation) -> Float64Array:
     w = _output(o).weights
     if w is None:
@@ -218,15 +231,19 @@ def masked_zero(o: Observation) -> list[Measure]:
 
 
 def distributions(o: Observation) -> list[Measure]:
-    """Returned weights are >= 0 and rows with an allowed key sum to 1.
+    """Returned weights are >= 0 and rows with an allowed key sum to 1, or with a sink to
+    :math:`1 - e^{\\sigma_h - \\ell_i}` (``sdpa.sinks``).
 
     Each row's sum may be off by the sum of its weights' bounds.
     """
     w = _returned_weights(o)
     live = np.broadcast_to(o.allowed.any(axis=-1), w.shape[:-1])
-    sums = np.where(live, w.sum(axis=-1), 1.0)
+    target = np.ones(w.shape[:-1])
+    if o.case.sinks is not None:
+        target = np.nansum(o.truth.weights, axis=-1)  # 1 less the sink's share of the row
+    sums = np.where(live, w.sum(axis=-1), target)
     allowed_sum = SAFETY * o.bounds.weights.sum(axis=-1) + underflow_floor(o.impl.dtype)
-    gap = np.abs(sums - 1.0)
+    gap = np.abs(sums - target)
     worst = np.unravel_index(int(np.argmax(gap / allowed_sum)), gap.shape) if gap.size else ()
     measures = [Measure("|row sum - 1|", float(gap[worst]), float(allowed_sum[worst]))]
     measures.append(Measure("negative weight", float(max(0.0, -np.nanmin(w, initial=0.0))), 0.0))
@@ -556,6 +573,28 @@ _SDPA_ONLY: tuple[dict[str, Any], ...] = (
         judges=_FORWARD,
         requires=frozenset({"key_lengths"}),
     ),
+    # sink logits, drawn with every other feature; the gradient includes d/dsinks
+    dict(
+        clause="sdpa.sinks",
+        draw=Draw(sinks=True, values=_VALUES, masks=(*ORDINARY_MASKS, "fully_masked")),
+        judges=(*_FORWARD, gradients),
+        requires=frozenset({"sinks"}),
+        gradients=True,
+    ),
+    dict(
+        clause="sdpa.log-sum-exp",
+        draw=Draw(values=(*_VALUES, "large_logits"), masks=(*ORDINARY_MASKS, "fully_masked")),
+        judges=(context, log_sum_exp),
+        requires=frozenset({"lse"}),
+    ),
+    # every case has a row with no key (and no sink to normalise it): -inf exactly
+    dict(
+        clause="lse.fully-masked-row",
+        draw=Draw(sinks=False, masks=("fully_masked",)),
+        judges=(context, log_sum_exp),
+        requires=frozenset({"lse"}),
+        requires_any=_MASKS,
+    ),
     dict(
         clause="sdpa.restrictions-combine",
         draw=Draw(window=True, key_lengths=True, causal=True, masks=("bool", "additive")),
@@ -717,6 +756,42 @@ _DISTRIBUTION: tuple[dict[str, Any], ...] = (
     *_STEP_COMMON,
 )
 
+_LOG_SUM_EXP: tuple[dict[str, Any], ...] = (
+    dict(clause="lse.formula", draw=Draw(values=_VALUES), judges=(result,)),
+    dict(
+        clause="lse.normalizes",
+        draw=Draw(masks=("bool", "key_padding", "additive")),
+        judges=(result,),
+        requires_any=_STEP_MASKS,
+    ),
+    dict(clause="lse.stable", draw=Draw(values=("large_logits", "shifted")), judges=(result,)),
+    dict(
+        clause="lse.fully-masked-row",
+        draw=Draw(masks=("fully_masked",)),
+        judges=(result,),
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="distribution.additive-mask",
+        draw=Draw(masks=("additive",)),
+        judges=(result,),
+        requires=frozenset({"additive_mask"}),
+    ),
+    dict(
+        clause="input.unread-positions",
+        draw=Draw(masks=("poison",)),
+        judges=(result,),
+        requires_any=_MASKS,
+    ),
+    dict(
+        clause="input.unread-nonfinite",
+        draw=Draw(masks=("nan_poison",)),
+        judges=(result,),
+        requires_any=_MASKS,
+    ),
+    *_STEP_COMMON,
+)
+
 _VALUE: tuple[dict[str, Any], ...] = (
     dict(clause="value.weighted-sum", draw=Draw(), judges=(result,)),
     dict(clause="value.convex-hull", draw=Draw(), judges=(result, convex_hull)),
@@ -801,6 +876,7 @@ CHECKS: tuple[Check, ...] = (
     *_checks("local_p_distribution", _LOCAL_P),
     *_checks("local_p_position", _POSITION),
     *_checks("attention_distribution", _DISTRIBUTION),
+    *_checks("log_sum_exp", _LOG_SUM_EXP),
     *_checks("attention_value", _VALUE),
     *_checks("concatenate_context", _CONCAT),
     *_checks("attentional_hidden_state", _HIDDEN),

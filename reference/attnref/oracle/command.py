@@ -100,6 +100,9 @@ those keywords are passed to it:
   enable_gqa           grouped query heads
   softcap, window, query_offset, key_lengths
                        the spec's restrictions, by these names only
+  sinks                per-head sink logits ([H] tensor; its gradient is checked)
+  return_lse           called with return_lse=True, it returns (context, lse) or
+                       (context, weights, lse): the log-sum-exp is checked too
   **kwargs             mask, scale, is_causal and enable_gqa, but no additive masks
 Gradients come from autograd. One call on a tiny case shows whether it returns
 the context or (context, weights); any other form is a usage error (exit 2).
@@ -456,7 +459,11 @@ def _check_one(
         from attnref.oracle.vector_check import check_vectors
 
         report = check_vectors(
-            impl, expected_failures=expected, target=name, clauses_to_check=session.clauses
+            impl,
+            expected_failures=expected,
+            target=name,
+            clauses_to_check=session.clauses,
+            departure_cases=TARGETS[name].departure_cases if name in TARGETS else None,
         )
     elif args.full_size is not None:
         from attnref.oracle.large import check_full_size

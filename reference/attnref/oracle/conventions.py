@@ -65,6 +65,8 @@ Feature = Literal[
     "window",
     "query_offset",
     "key_lengths",
+    "sinks",
+    "lse",
 ]
 """Optional capabilities: a scale override; boolean masks of any broadcastable
 shape; key-padding masks only (``[B, Tk]``); additive masks; a causal flag;
@@ -73,14 +75,16 @@ weights; gradients by the implementation's own autodiff; values whose
 feature size differs from the keys'; and the restrictions of current kernels,
 taken as the spec's keywords ``softcap``, ``window``, ``query_offset`` and
 ``key_lengths`` (``sdpa.softcap``, ``sdpa.window``, ``sdpa.query-offset``,
-``sdpa.key-lengths``)."""
+``sdpa.key-lengths``); per-head sink logits, the keyword ``sinks``
+(``sdpa.sinks``); and returning each row's log-sum-exp beside the context
+(``sdpa.log-sum-exp``)."""
 
 
 FEATURES: tuple[Feature, ...] = get_args(Feature)
 """Every :data:`Feature`, in the order of its definition."""
 
 RESTRICTIONS: frozenset[Feature] = frozenset({"softcap", "window", "query_offset", "key_lengths"})
-"""The features that are keywords of the spec's SDPA beyond the classic ones."""
+"""The keywords of the spec's SDPA beyond the classic ones that restrict or reshape the scores."""
 
 
 @dataclass(frozen=True)

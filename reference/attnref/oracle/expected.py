@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,11 +37,14 @@ class Evaluation:
     """Context and weights of the reference, as float64 (NaN where the convention says so).
 
     For a step function ``context`` holds its one result (read as
-    :attr:`result`) and ``weights`` is empty.
+    :attr:`result`) and ``weights`` is empty. ``lse`` is SDPA's log-sum-exp
+    (``sdpa.log-sum-exp``), by the spec alone whatever the conventions, and
+    empty for the other functions.
     """
 
     context: Float64Array
     weights: Float64Array
+    lse: Float64Array = field(default_factory=lambda: np.zeros((0,)))
 
     @classmethod
     def of_result(cls, result: Float64Array, /) -> Evaluation:
@@ -85,6 +88,8 @@ def reference_call(
         kwargs = {**options, **params, "mask": None if mask is None else convert(mask)}
         return "attention", positional, kwargs
     positional = tuple(convert(arrays[n]) for n in ("query", "key", "value"))
+    if "sinks" in arrays:
+        options["sinks"] = convert(arrays["sinks"])
     kwargs = {
         **options,
         "mask": None if mask is None else convert(mask),
@@ -136,24 +141,33 @@ def _torch_bfloat16(a: npt.NDArray[Any]) -> Any:
     return t if t.dtype == torch.bool else t.to(torch.bfloat16)
 
 
-def run_reference(case: Case, conventions: Conventions, dtype: str | None) -> tuple[Any, Any]:
-    """Context and weights of the reference on ``case`` in ``dtype`` (``None``: the truth).
+def run_reference(case: Case, conventions: Conventions, dtype: str | None) -> tuple[Any, Any, Any]:
+    """Context, weights and log-sum-exp of the reference on ``case`` in ``dtype``
+    (``None``: the truth).
 
-    For a step function: its result and ``None``.
+    For a step function: its result, ``None`` and ``None``; for ``attention`` the
+    log-sum-exp is ``None``.
     """
+    sdpa = case.function == "scaled_dot_product_attention"
     if dtype == "bfloat16":
         import attnref.torch as twin
 
         name, positional, kwargs = reference_call(case, conventions, _torch_bfloat16)
         if case.is_step:
-            return getattr(twin, name)(*positional, **kwargs).double().numpy(), None
-        context, weights = getattr(twin, name)(*positional, **kwargs)
-        return context.double().numpy(), weights.double().numpy()
+            return getattr(twin, name)(*positional, **kwargs).double().numpy(), None, None
+        if not sdpa:
+            context, weights = getattr(twin, name)(*positional, **kwargs)
+            return context.double().numpy(), weights.double().numpy(), None
+        context, weights, lse = getattr(twin, name)(*positional, **kwargs, return_lse=True)
+        return context.double().numpy(), weights.double().numpy(), lse.double().numpy()
     compute = truth_dtype() if dtype is None else np.dtype(dtype)
     name, positional, kwargs = reference_call(case, conventions, numpy_converter(compute))
     if case.is_step:
-        return getattr(attnref, name)(*positional, **kwargs), None
-    result: tuple[Any, Any] = getattr(attnref, name)(*positional, **kwargs)
+        return getattr(attnref, name)(*positional, **kwargs), None, None
+    if not sdpa:
+        context, weights = getattr(attnref, name)(*positional, **kwargs)
+        return context, weights, None
+    result: tuple[Any, Any, Any] = getattr(attnref, name)(*positional, **kwargs, return_lse=True)
     return result
 
 
@@ -166,14 +180,16 @@ def step_allowed(case: Case, /) -> npt.NDArray[np.bool_]:
     """The positions a step's softmax may use, at its result's shape (``[..., Tq, Tk]``).
 
     The window and the mask of a local distribution, the mask of
-    ``attention_distribution`` (scores of ``-inf`` excluded), every entry of the
-    output distribution; for the other steps every entry of the result.
+    ``attention_distribution`` and ``log_sum_exp`` (scores of ``-inf`` excluded;
+    the latter's result is one entry per row), every entry of the output
+    distribution; for the other steps every entry of the result.
     """
     function = case.function
     if function == "output_distribution":
         state, w_y = case.arrays["attentional_state"], case.arrays["W_y"]
         return np.ones((*state.shape[:-1], w_y.shape[0]), dtype=np.bool_)
-    if function not in ("attention_distribution", "local_m_distribution", "local_p_distribution"):
+    softmaxes = ("attention_distribution", "log_sum_exp", "local_m_distribution")
+    if function not in (*softmaxes, "local_p_distribution"):
         raise ValueError(f"{function} has no softmax")
     scores = case.arrays["scores"]
     allowed = np.asarray(scores != -np.inf)  # [..., Tq, Tk]
@@ -202,15 +218,18 @@ def evaluate(case: Case, conventions: Conventions, *, dtype: str | None = None) 
     library convention covers), are judged by the spec alone.
     """
     if case.is_step:
-        result, _ = run_reference(case, conventions, dtype)
+        result, _, _ = run_reference(case, conventions, dtype)
         result = np.asarray(result, dtype=np.float64)
         if case.function == "attention_distribution":
             result = _distribution_convention(case, conventions, result)
         return Evaluation.of_result(result)
-    context, weights = run_reference(case, conventions, dtype)
+    context, weights, lse = run_reference(case, conventions, dtype)
     context = np.asarray(context, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
-    return _apply_convention(case, conventions, context, weights)
+    evaluation = _apply_convention(case, conventions, context, weights)
+    if lse is None:
+        return evaluation
+    return replace(evaluation, lse=np.asarray(lse, dtype=np.float64))
 
 
 def _distribution_convention(

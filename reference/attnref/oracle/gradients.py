@@ -42,7 +42,8 @@ def reference_vjp(
     weights_shape = evaluate(case, spec_rows).weights.shape
     pair = (np.asarray(cotangent, dtype=compute), np.zeros(weights_shape, dtype=compute))
     raw = getattr(vjp, f"vjp_{name}")(*positional, **kwargs, cotangent=pair)._asdict()
-    grads = {n: np.asarray(raw[n], dtype=np.float64) for n in names}
+    differentiated = (*names, "sinks") if "sinks" in case.arrays else names
+    grads = {n: np.asarray(raw[n], dtype=np.float64) for n in differentiated}
     if conventions.fully_masked_row == "uniform":
         grads[names[2]] = grads[names[2]] + _uniform_rows_vjp(case, conventions, cotangent)
     return grads

@@ -13,7 +13,7 @@ import contextlib
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,7 @@ from attnref.oracle.tolerance import (
     local_gradient_bounds,
     local_m_bounds,
     local_p_bounds,
+    log_sum_exp_error,
     output_bounds,
     position_error,
     score_terms,
@@ -201,7 +202,28 @@ def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observat
         precision,
         softcap=None if cap is None else float(cap),  # type: ignore[arg-type]
     )
-    bounds = output_bounds(terms, truth.weights, v, truth.context, allowed, precision)
+    sink = case.sinks
+    if sink is not None:
+        # Note: each row's sink is one more logit of its softmax (sdpa.sinks), with a
+        # zero value row; the bounds are taken over Tk + 1 columns, then the sink's dropped.
+        rows = truth.weights.shape[:-1]  # [..., H, Tq]
+        sink_logits = np.broadcast_to(sink[:, None], rows)
+        terms = terms.with_sink(sink_logits)
+        sink_weight = np.exp(sink_logits - truth.lse)[..., None]
+        weights_in = np.concatenate([truth.weights, sink_weight], axis=-1)
+        allowed_in = np.concatenate([allowed, np.ones((*rows, 1), dtype=np.bool_)], axis=-1)
+        v = np.concatenate([v, np.zeros((*v.shape[:-2], 1, v.shape[-1]))], axis=-2)
+    else:
+        weights_in, allowed_in = truth.weights, allowed
+    full = output_bounds(terms, weights_in, v, truth.context, allowed_in, precision)
+    lse_bound = np.zeros((0,))
+    if truth.lse.size:
+        lse_bound = log_sum_exp_error(
+            terms.scores, terms.score_error, truth.lse, allowed_in, precision
+        )
+    bounds = replace(
+        full, weights=full.weights[..., : allowed.shape[-1]], lse=lse_bound
+    )  # the sink's column dropped
     observation = Observation(
         impl, case, precision, output, failure, truth, bounds, allowed, unread=None
     )
@@ -213,11 +235,11 @@ def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observat
     cotangent = rng.standard_normal(truth.context.shape)
     got, gradient_failure = _run_vjp(impl, case, cotangent)
     exact = reference_vjp(case, conventions, cotangent)
-    live = np.where(allowed.any(axis=-1, keepdims=True), truth.weights, 0.0)
+    live = np.where(allowed_in.any(axis=-1, keepdims=True), weights_in, 0.0)
     bound: GradientBounds = gradient_bounds(
         terms,
-        bounds,
-        truth.weights,
+        full,
+        weights_in,
         live,
         v,
         truth.context,
@@ -225,8 +247,12 @@ def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observat
         precision,
         groups=case.groups,
         unread_keys=kind == "location",
+        sink=sink is not None,
     )
     names = case.names
+    sink_bound = {}
+    if bound.sinks is not None:
+        sink_bound["sinks"] = _to_shape(bound.sinks, exact["sinks"])
     return Observation(
         impl,
         case,
@@ -244,6 +270,7 @@ def observe(impl: Implementation, case: Case, /, *, gradients: bool) -> Observat
             names[0]: _to_shape(bound.query, exact[names[0]]),
             names[1]: _to_shape(bound.key, exact[names[1]]),
             names[2]: _to_shape(bound.value, exact[names[2]]),
+            **sink_bound,
         },
         unread=unread_rows(case, conventions),
     )
@@ -325,7 +352,7 @@ def _step_bound(
     function, arrays = case.function, case.arrays
     result = np.nan_to_num(truth.result)  # a declared convention's NaN rows: no bound to add
     u_t = unit_roundoff(precision.storage)
-    if function == "attention_distribution":
+    if function in ("attention_distribution", "log_sum_exp"):
         scores = np.broadcast_to(arrays["scores"], allowed.shape)
         additive = np.zeros(allowed.shape)
         if case.mask is not None and np.asarray(case.mask).dtype != np.bool_:
@@ -335,6 +362,8 @@ def _step_bound(
             error = unit_roundoff(precision.accumulation) * np.where(
                 additive != 0, np.abs(np.where(allowed, scores, 0.0)) + np.abs(additive), 0.0
             )
+        if function == "log_sum_exp":
+            return log_sum_exp_error(logits, error, result, allowed, precision, per_row=True)
         return softmax_step_error(logits, error, result, allowed, precision)
     if function == "output_distribution":
         state, w_y = arrays["attentional_state"], arrays["W_y"]
@@ -378,11 +407,13 @@ def _observe_step(impl: Implementation, case: Case, /, *, gradients: bool) -> Ob
     truth = evaluate(case, impl.conventions)
     local = case.function in ("local_m_distribution", "local_p_distribution")
     softmax = local or case.function in ("attention_distribution", "output_distribution")
-    allowed = (
-        np.broadcast_to(step_allowed(case), truth.result.shape)
-        if softmax
-        else np.ones(truth.result.shape, dtype=np.bool_)
-    )
+    if case.function == "log_sum_exp":  # one result per row of the allowed positions
+        positions = step_allowed(case)
+        allowed = np.broadcast_to(positions, (*truth.result.shape, positions.shape[-1]))
+    elif softmax:
+        allowed = np.broadcast_to(step_allowed(case), truth.result.shape)
+    else:
+        allowed = np.ones(truth.result.shape, dtype=np.bool_)
     if not local:
         bound = _step_bound(case, truth, allowed, precision)
         return Observation(

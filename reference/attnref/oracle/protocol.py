@@ -44,6 +44,7 @@ Step = Literal[
     "local_p_distribution",
     "local_p_position",
     "attention_distribution",
+    "log_sum_exp",
     "attention_value",
     "concatenate_context",
     "attentional_hidden_state",
@@ -95,7 +96,9 @@ class Case:
         parameters for ``attention``; the positional parameters of a step
         function, such as ``scores`` and ``positions``, an optional one
         absent when it is not given), already representable in the
-        implementation's dtype. Layout ``[B, H, T, d]`` for SDPA and
+        implementation's dtype. SDPA's ``sinks`` (``[H]``, one per query
+        head) are held here too when the case has them: they are
+        differentiated like query, key and value. Layout ``[B, H, T, d]`` for SDPA and
         ``[B, T, d]`` for ``attention``; a step's own layout, with any
         batch dimensions, for a step.
     mask
@@ -112,6 +115,11 @@ class Case:
     arrays: Mapping[str, Float64Array]
     mask: npt.NDArray[Any] | None = None
     options: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def sinks(self) -> Float64Array | None:
+        """SDPA's ``[H]`` sink logits (``sdpa.sinks``), or ``None`` without sinks."""
+        return self.arrays.get("sinks") if self.function == "scaled_dot_product_attention" else None
 
     @property
     def is_step(self) -> bool:
@@ -230,12 +238,16 @@ class Output:
         Name of the dtype the implementation's result had (``"float32"``...).
     mutated
         Names of the arguments the implementation modified in place.
+    lse
+        ``[..., Tq]`` log-sum-exp of each row (``sdpa.log-sum-exp``), or
+        ``None`` when the implementation does not return it.
     """
 
     context: Float64Array
     weights: Float64Array | None = None
     dtype: str = "float64"
     mutated: tuple[str, ...] = ()
+    lse: Float64Array | None = None
 
     @property
     def result(self) -> Float64Array:

@@ -135,7 +135,7 @@ off by about :math:`10^{-7}` relative, millions of times its allowance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -161,6 +161,7 @@ __all__ = [
     "local_gradient_bounds",
     "local_m_bounds",
     "local_p_bounds",
+    "log_sum_exp_error",
     "output_bounds",
     "position_error",
     "score_terms",
@@ -310,6 +311,26 @@ class Terms:
     grad_query_error: Float64Array
     grad_key_error: Float64Array
 
+    def with_sink(self, sink: Float64Array, /) -> Terms:
+        """The terms with each row's sink logit (``[..., Tq]``, ``sdpa.sinks``) as one more key.
+
+        The sink is an exact logit of the row's softmax (it is stored in the
+        implementation's dtype and neither scaled nor capped), so its score
+        error is 0; it reads no query, so its partial derivatives are 0. The
+        softmax, log-sum-exp and gradient bounds then apply unchanged to the
+        ``Tk + 1`` columns (the sink's weight times a zero value row adds
+        nothing to the context).
+        """
+        zero_row = np.zeros((*self.grad_query.shape[:-2], 1, self.grad_query.shape[-1]))
+        return Terms(
+            np.concatenate([self.scores, sink[..., None]], axis=-1),
+            np.concatenate([self.score_error, np.zeros((*sink.shape, 1))], axis=-1),
+            np.concatenate([self.grad_query, zero_row], axis=-2),
+            self.grad_key,
+            np.concatenate([self.grad_query_error, zero_row], axis=-2),
+            self.grad_key_error,
+        )
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -323,6 +344,7 @@ class Bounds:
     context: Float64Array
     # intermediate quantities the gradient bounds reuse
     weight_error: Float64Array
+    lse: Float64Array = field(default_factory=lambda: np.zeros((0,)))
 
     @classmethod
     def of_result(cls, bound: Float64Array, /) -> Bounds:
@@ -338,11 +360,13 @@ class Bounds:
 
 @dataclass(frozen=True)
 class GradientBounds:
-    """Error bounds of the gradients w.r.t. query, keys and values."""
+    """Error bounds of the gradients w.r.t. query, keys and values, and the sinks
+    (``[..., H]`` before the batch is summed; ``None`` without sinks)."""
 
     query: Float64Array
     key: Float64Array
     value: Float64Array
+    sinks: Float64Array | None = None
 
 
 def _log_sum_exp_others(x: Float64Array) -> Float64Array:
@@ -371,6 +395,75 @@ def _weight_error(
     return _softmax_error(terms.scores, terms.score_error, weights, allowed, precision)
 
 
+def _exponent_error(
+    scores: Float64Array,
+    score_error: Float64Array,
+    allowed: npt.NDArray[np.bool_],
+    precision: Precision,
+    *,
+    per_row: bool,
+) -> tuple[Float64Array, Float64Array, Float64Array | int]:
+    """``(a, shift, n)``: the bound :math:`a_{ij}` on the error of each exponent a softmax
+    takes (0 where not allowed), the magnitude its shift rounds relative to, and the count
+    of terms of each row's sum (``Tk``, or the allowed keys of each row with ``per_row``)."""
+    t_k: Float64Array | int = scores.shape[-1]
+    if per_row:
+        t_k = np.maximum(np.sum(allowed, axis=-1, keepdims=True), 1).astype(np.float64)
+    s = np.where(allowed, scores, -np.inf)
+    row_max = np.max(s, axis=-1, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0.0)
+    u = unit_roundoff(precision.accumulation)
+    # the shift by the row maximum (or by a saved log-sum-exp, whose exponent the kernel
+    # may expose as its weights) rounds relative to |s| + |m| + log Tk
+    with np.errstate(invalid="ignore"):
+        shift = 2 * (np.abs(np.where(allowed, scores, 0.0)) + np.abs(row_max)) + np.log(t_k)
+    a = np.where(allowed, score_error + u * (shift + 2 * EXP_ULPS), 0.0)
+    return a, shift, t_k
+
+
+def _row_log_sum_exp(x: Float64Array) -> Float64Array:
+    """``log sum exp`` over the last axis, ``-inf`` for a row of ``-inf`` only."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        m = np.max(x, axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        result: Float64Array = np.log(np.sum(np.exp(x - m), axis=-1)) + m[..., 0]
+    return result
+
+
+def log_sum_exp_error(
+    scores: Float64Array,
+    score_error: Float64Array,
+    lse: Float64Array,
+    allowed: npt.NDArray[np.bool_],
+    precision: Precision,
+    *,
+    per_row: bool = False,
+) -> Float64Array:
+    r"""Bound on each row's computed log-sum-exp :math:`\hat\ell_i` (``[..., Tq]``).
+
+    The log-sum-exp is increasing in every exponent, so exponents off by at most
+    :math:`a_j` (:func:`_exponent_error`: the score's error, its shift and ``exp``) give
+    :math:`\ell(s - a) \le \hat\ell \le \ell(s + a)`, both evaluated here in log space.
+    The sum of :math:`n` positive terms has relative error :math:`\gamma_{2n + 4}(A)`
+    (an online softmax's rescalings included, as for the weights), which the logarithm
+    turns into that absolute error; adding back the shift and storing round relative to
+    :math:`|\ell|`: :math:`(u_A + u_T)|\ell|`. A row with no allowed term has
+    :math:`-\infty` exactly: bound 0.
+    """
+    a, _, t_k = _exponent_error(scores, score_error, allowed, precision, per_row=per_row)
+    s = np.where(allowed, scores, -np.inf)
+    with np.errstate(invalid="ignore"):
+        high = _row_log_sum_exp(np.where(allowed, s + a, -np.inf)) - lse
+        low = lse - _row_log_sum_exp(np.where(allowed, s - a, -np.inf))
+    live = allowed.any(axis=-1)
+    spread = np.where(live, np.maximum(high, low), 0.0)
+    n = t_k if isinstance(t_k, int) else t_k[..., 0]
+    finite = np.where(live, np.abs(lse), 0.0)
+    u_a, u_t = unit_roundoff(precision.accumulation), unit_roundoff(precision.storage)
+    roundings = np.where(live, _gammas(2 * n + 4, precision.accumulation), 0.0)
+    return np.asarray(spread + roundings + (u_a + u_t) * finite, dtype=np.float64)
+
+
 def _softmax_error(
     scores: Float64Array,
     score_error: Float64Array,
@@ -388,19 +481,8 @@ def _softmax_error(
     steps use it; a local window sums at most ``2 D + 1`` keys).
     """
     acc = precision.accumulation
-    t_k: Float64Array | int = weights.shape[-1]
-    if per_row:
-        t_k = np.maximum(np.sum(allowed, axis=-1, keepdims=True), 1).astype(np.float64)
-    s = np.where(allowed, scores, -np.inf)
-    row_max = np.max(s, axis=-1, keepdims=True)
-    row_max = np.where(np.isfinite(row_max), row_max, 0.0)
     u = unit_roundoff(acc)
-    # the shift by the row maximum (or by a saved log-sum-exp, whose exponent the kernel
-    # may expose as its weights) rounds relative to |s| + |m| + log Tk
-    with np.errstate(invalid="ignore"):
-        shift = 2 * (np.abs(np.where(allowed, scores, 0.0)) + np.abs(row_max)) + np.log(t_k)
-    a = score_error + u * (shift + 2 * EXP_ULPS)
-    a = np.where(allowed, a, 0.0)
+    a, shift, t_k = _exponent_error(scores, score_error, allowed, precision, per_row=per_row)
     s = np.where(allowed, scores, 0.0)  # unread scores (poison) reach no bound
     with np.errstate(invalid="ignore", over="ignore"):
         low_others = _log_sum_exp_others(np.where(allowed, s + a, -np.inf))
@@ -458,6 +540,7 @@ def gradient_bounds(
     *,
     groups: int,
     unread_keys: bool,
+    sink: bool = False,
 ) -> GradientBounds:
     """Bounds on the gradients of ``sum(context * cotangent)``.
 
@@ -466,6 +549,12 @@ def gradient_bounds(
     rows, which do not depend on the scores. Query-head arrays are folded to
     the key heads by summing over ``groups`` consecutive heads. With
     ``unread_keys`` the keys do not enter the scores (location score).
+
+    With ``sink`` the last key column is each row's sink (:meth:`Terms.with_sink`,
+    a zero value row): its :math:`dS_{i\\sigma} = \\beta_i (0 - D_i)` summed over the
+    rows of a head is the sink's gradient, off by the sum of those entries' errors
+    plus :math:`\\gamma_{n + 2}(A)` of the magnitudes for the :math:`n` rows of the sum
+    (a batch's too) and the storage rounding.
     """
     acc = precision.accumulation
     u_t = unit_roundoff(precision.storage)
@@ -513,12 +602,18 @@ def gradient_bounds(
         key = np.zeros_like(key)
     w_t, dp_w_t = np.swapaxes(w, -1, -2), np.swapaxes(dp_w + between * p, -1, -2)
     value = dp_w_t @ abs_g + (_gamma(t_q * groups + 2, acc) + u_g) * (w_t @ abs_g)
-    key = _fold_groups(key, groups)
-    value = _fold_groups(value, groups)
-    # rounding of the results to the storage dtype, relative to their magnitude
-    key = key + u_t * _fold_groups(dS_t @ gk, groups)
-    value = value + u_t * _fold_groups(w_t @ abs_g, groups)
-    return GradientBounds(query=query, key=key, value=value)
+    key = key + u_t * (dS_t @ gk)  # rounding to the storage dtype, relative to the magnitude
+    value = value + u_t * (w_t @ abs_g)
+    sinks = None
+    if sink:
+        rows = max(1, int(dS[..., -1].size // max(1, dS.shape[-3] if dS.ndim >= 3 else 1)))
+        sinks = dS_err[..., -1].sum(axis=-1) + (_gamma(rows + 2, acc) + between + u_t) * dS[
+            ..., -1
+        ].sum(axis=-1)
+        key, value = key[..., :-1, :], value[..., :-1, :]  # the sink's own row: no key
+    return GradientBounds(
+        query=query, key=_fold_groups(key, groups), value=_fold_groups(value, groups), sinks=sinks
+    )
 
 
 def _fold_groups(x: Float64Array, groups: int) -> Float64Array:

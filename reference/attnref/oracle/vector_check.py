@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from attnref.oracle.conventions import Feature
+from attnref.oracle.conventions import RESTRICTIONS, Feature
 from attnref.oracle.expected import fully_masked_rows
 from attnref.oracle.protocol import Case, Implementation
 from attnref.oracle.report import ClauseResult, Report
+from attnref.oracle.run import DepartureCases
 from attnspec import clauses, vectors
 from attnspec.errors import ArgumentError
 
@@ -56,6 +57,13 @@ def _needs(case: vectors.VectorCase) -> frozenset[Feature]:
         needs.add("causal_with_mask" if mask is not None else "causal")
     if options.get("enable_gqa"):
         needs.add("gqa")
+    # the restrictions by the spec's keyword names (an implementation that does not take
+    # one would silently compute another function)
+    needs |= {f for f in RESTRICTIONS if options.get(f) is not None}
+    if options.get("sinks") is not None:
+        needs.add("sinks")
+    if options.get("return_lse"):
+        needs.add("lse")
     return frozenset(needs)
 
 
@@ -130,7 +138,11 @@ def _case(impl: Implementation, case: vectors.VectorCase) -> tuple[Case, int]:
     original = np.asarray(case.inputs[names[0]]).ndim
     arrays = {n: _lifted(np.asarray(case.inputs[n], dtype=np.float64), rank) for n in names}
     arrays.update({n: np.asarray(a) for n, a in case.options.items() if n in _SCORE_PARAMETERS})
-    dropped = {"mask", "causal_alignment", *_SCORE_PARAMETERS}
+    if case.options.get("sinks") is not None:
+        # the oracle's cases hold the sinks among the arrays (they are differentiated), and
+        # an implementation offering "lse" is asked for it whatever the vector's call says
+        arrays["sinks"] = np.asarray(case.options["sinks"], dtype=np.float64)
+    dropped = {"mask", "causal_alignment", "sinks", "return_lse", *_SCORE_PARAMETERS}
     options = {k: v for k, v in case.options.items() if k not in dropped}
     mask = case.options.get("mask")
     return Case(
@@ -145,12 +157,15 @@ def check_vectors(
     expected_failures: Mapping[str, str] | None = None,
     target: str | None = None,
     clauses_to_check: frozenset[str] | None = None,
+    departure_cases: DepartureCases | None = None,
 ) -> Report:
     """Run ``impl`` on every golden vector it can take; one record per clause exercised.
 
     ``expected_failures`` (``{clause: reason}``) turns those clauses' failures
     into ``xfail``, as in :func:`~attnref.oracle.run.check_implementation`;
-    ``clauses_to_check`` keeps only the vectors and records of those clauses.
+    ``clauses_to_check`` keeps only the vectors and records of those clauses;
+    a vector that shows one of the ``departure_cases`` of an expected failure
+    is evidence of that departure only.
 
     Raises
     ------
@@ -197,6 +212,11 @@ def check_vectors(
         primary = vector.clauses[0]
         confined = primary in expected or clauses.get(primary).level == "recommended"
         blamed = (primary,) if confined else vector.clauses
+        departed = tuple(
+            d for d, shows in (departure_cases or {}).items() if d in expected and shows(case)
+        )
+        if departed:
+            blamed = departed  # a declared departure's case (a refused scale of 0)
         for clause in blamed:
             failures.setdefault(clause, f"{vector.id}: {verdict}")
     results = []
@@ -251,11 +271,13 @@ def _judge(
         return f"raised {type(error).__name__}: {error}"
     assert vector.outputs is not None
     rule = vector.tolerance[impl.dtype]
-    pairs = [("context", out.context, vector.outputs[0])]
+    pairs = [("context", out.context, vector.outputs[0], original_rank)]
     if out.weights is not None:
-        pairs.append(("weights", out.weights, vector.outputs[1]))
-    for what, got, expected in pairs:
-        squeezed = got.reshape(got.shape[got.ndim - original_rank :])
+        pairs.append(("weights", out.weights, vector.outputs[1], original_rank))
+    if out.lse is not None and len(vector.outputs) == 3:
+        pairs.append(("lse", out.lse, vector.outputs[2], original_rank - 1))
+    for what, got, expected, rank in pairs:
+        squeezed = got.reshape(got.shape[got.ndim - rank :])
         ok = vectors.within_tolerance(squeezed, expected, rule)
         if not ok.all():
             if squeezed.shape != expected.value.shape:

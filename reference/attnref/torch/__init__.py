@@ -25,6 +25,7 @@ from attnref.torch.distribution import (
     local_m_distribution,
     local_p_distribution,
     local_p_position,
+    log_sum_exp,
 )
 from attnref.torch.output import attentional_hidden_state, output_distribution
 from attnref.torch.scores import (
@@ -46,6 +47,7 @@ __all__ = [
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
+    "log_sum_exp",
     "output_distribution",
     "scaled_dot_product_attention",
     "score_additive",

@@ -14,17 +14,26 @@ __all__ = [
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
+    "log_sum_exp",
 ]
 
 
-def masked_softmax(
-    scores: torch.Tensor, allowed: torch.Tensor, /, *, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Softmax of ``scores + bias`` over the last axis, restricted to ``allowed``.
+def masked_normalize(
+    scores: torch.Tensor,
+    allowed: torch.Tensor,
+    /,
+    *,
+    bias: torch.Tensor | None = None,
+    sink: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax of ``scores + bias`` over the last axis, restricted to ``allowed``, and its
+    log-normalizer: ``(weights [..., Tq, Tk], lse [..., Tq])``.
 
-    Rows with nothing allowed are 0. ``scores`` (and ``bias``) must be finite
-    wherever ``allowed`` is True; elsewhere they are not read, and their
-    gradient there is exactly zero.
+    ``sink`` (broadcastable to ``[..., Tq, 1]``) is a logit that joins each row's
+    denominator and no numerator (``sdpa.sinks``). Rows with nothing allowed have
+    zero weights and, without a sink, log-sum-exp ``-inf``. ``scores`` (and
+    ``bias``) must be finite wherever ``allowed`` is True; elsewhere they are not
+    read, and their gradient there is exactly zero.
     """
     # Note: the softmax is computed on half-logits h = s/2 + b/2, shifted by
     # the row's largest allowed h and doubled back: 2 * (h - max h). Scaling by
@@ -44,7 +53,16 @@ def masked_softmax(
     half = torch.broadcast_to(half, shape)  # [..., Tq, Tk]
     row_allowed = allowed.any(dim=-1, keepdim=True)  # [..., Tq, 1]
     real = torch.where(allowed, half.detach(), -torch.inf)  # [..., Tq, Tk]
-    shift = torch.where(row_allowed, real.amax(dim=-1, keepdim=True), 0.0)  # [..., Tq, 1]
+    top = real.amax(dim=-1, keepdim=True)  # [..., Tq, 1]
+    row_normalized = row_allowed  # rows whose denominator is not empty
+    sink_half = None
+    if sink is not None:
+        # Note: the sink's half-logit joins the shift, so exp() <= 1 holds for it too.
+        sink_half = torch.broadcast_to(sink / 2, top.shape)  # [..., Tq, 1]
+        promoted = torch.promote_types(top.dtype, sink_half.dtype)
+        top = torch.maximum(top.to(promoted), sink_half.detach().to(promoted))
+        row_normalized = torch.ones_like(row_allowed)
+    shift = torch.where(row_normalized, top, 0.0)  # [..., Tq, 1]
     # Note: doubling may overflow to -inf for logits far below the row's
     # largest (-1e308 against 1e308); exp(-inf) = 0 is then the correctly
     # rounded weight. Disallowed entries are replaced *before* exp, so NaN or
@@ -53,11 +71,23 @@ def masked_softmax(
     shifted = 2 * centred  # [..., Tq, Tk]
     exps = torch.where(allowed, torch.exp(shifted), 0)  # [..., Tq, Tk]
     total = exps.sum(dim=-1, keepdim=True)  # [..., Tq, 1]
+    if sink_half is not None:
+        total = total + torch.exp(2 * (sink_half - shift))  # [..., Tq, 1]
     # Note: a fully masked row has total 0; it gets zero weights
-    # (distribution.fully-masked-row), decided by the mask, not by the value
-    # of total, and the division sees 1 there, so its gradient is zero too.
-    safe_total = torch.where(row_allowed, total, 1)  # [..., Tq, 1]
-    return torch.where(row_allowed, exps / safe_total, 0)  # [..., Tq, Tk]
+    # (distribution.fully-masked-row) and log-sum-exp -inf (lse.fully-masked-row),
+    # decided by the mask, not by the value of total, and the division and the
+    # logarithm see 1 there, so its gradient is zero too.
+    safe_total = torch.where(row_normalized, total, 1)  # [..., Tq, 1]
+    weights = torch.where(row_allowed, exps / safe_total, 0)  # [..., Tq, Tk]
+    lse = torch.where(row_normalized, 2 * shift + torch.log(safe_total), -torch.inf)
+    return weights, lse[..., 0]  # [..., Tq, Tk], [..., Tq]
+
+
+def masked_softmax(
+    scores: torch.Tensor, allowed: torch.Tensor, /, *, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The weights of :func:`masked_normalize` (no sink)."""
+    return masked_normalize(scores, allowed, bias=bias)[0]
 
 
 def _scores(func: str, scores: object, /) -> torch.Tensor:
@@ -91,32 +121,51 @@ def pattern(allowed: BoolArray, like: torch.Tensor, /) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(allowed)).to(like.device)
 
 
-def allowed_softmax(
-    func: str, scores: torch.Tensor, allowed: torch.Tensor, bias: torch.Tensor | None, /
-) -> torch.Tensor:
-    """The attention distribution of checked ``scores`` over a derived ``allowed`` set.
+def allowed_normalize(
+    func: str,
+    scores: torch.Tensor,
+    allowed: torch.Tensor,
+    bias: torch.Tensor | None,
+    /,
+    *,
+    sink: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention distribution of checked ``scores`` over a derived ``allowed`` set,
+    and its log-sum-exp: ``(weights, lse)``.
 
     ``allowed`` is a validated mask joined with the patterns of
-    :mod:`attnref.masking`; ``bias`` is the additive mask or ``None``.
+    :mod:`attnref.masking`; ``bias`` is the additive mask or ``None``; ``sink`` a
+    checked sink logit per row (``[..., Tq, 1]``) or ``None``.
     """
     # Note: the additive mask is cast to the scores' dtype (masks take no
     # part in promotion, input.result-dtype): a huge finite bias such as
     # -1e30 becomes -inf in float16 and so disallows, as float16 would.
     b = None if bias is None else bias.to(scores.dtype)
     s, allowed = _allowed_scores(func, scores, allowed)
-    return masked_softmax(s, allowed, bias=b)
+    return masked_normalize(s, allowed, bias=b, sink=sink)
+
+
+def _distribution(
+    func: str, scores: object, mask: torch.Tensor | None, /
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weights, lse)`` of :func:`attention_distribution` and :func:`log_sum_exp`."""
+    s = _scores(func, scores)
+    if mask is None:
+        return allowed_normalize(func, s, _ones(s), None)
+    allowed, additive, shape = _inputs.mask(func, mask, tuple(s.shape))
+    return allowed_normalize(func, s, torch.broadcast_to(allowed, shape), additive)
 
 
 def attention_distribution(
     scores: torch.Tensor, /, *, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Masked softmax of the scores; see :func:`attnspec.attention_distribution`."""
-    func = "attention_distribution"
-    s = _scores(func, scores)
-    if mask is None:
-        return allowed_softmax(func, s, _ones(s), None)
-    allowed, additive, shape = _inputs.mask(func, mask, tuple(s.shape))
-    return allowed_softmax(func, s, torch.broadcast_to(allowed, shape), additive)
+    return _distribution("attention_distribution", scores, mask)[0]
+
+
+def log_sum_exp(scores: torch.Tensor, /, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's log-normalizer of the distribution; see :func:`attnspec.log_sum_exp`."""
+    return _distribution("log_sum_exp", scores, mask)[1]
 
 
 def _local_mask(func: str, s: torch.Tensor, mask: torch.Tensor | None, /) -> torch.Tensor:

@@ -30,10 +30,13 @@ Rounding to float64
 Conventions taken from the spec (each marked ``# Note:``)
     Masks are ``True`` = may attend; an additive ``-inf`` or a ``-inf`` score
     disallows; a row with no allowed key is all zero (``distribution.
-    fully-masked-row``); local-p positions are 0-based with factor ``S - 1``
-    and a real window ``|j - p_i| <= D``; the Gaussian multiplies after the
-    window softmax; causal top-left is ``j <= i``, bottom-right
-    ``j <= i + Tk - Tq``; grouped heads are repeated interleaved.
+    fully-masked-row``) and its log-sum-exp is ``-inf`` (``lse.fully-masked-row``);
+    a sink joins each row's denominator, unscaled and uncapped, so a row with no
+    allowed key but a sink has log-sum-exp the sink (``sdpa.sinks``); local-p
+    positions are 0-based with factor ``S - 1`` and a real window
+    ``|j - p_i| <= D``; the Gaussian multiplies after the window softmax;
+    causal top-left is ``j <= i``, bottom-right ``j <= i + Tk - Tq``; grouped
+    heads are repeated interleaved.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import mpmath  # type: ignore[import-untyped]
 import numpy as np
@@ -69,6 +72,7 @@ __all__ = [
     "local_m_distribution",
     "local_p_distribution",
     "local_p_position",
+    "log_sum_exp",
     "output_distribution",
     "record",
     "scaled_dot_product_attention",
@@ -210,6 +214,11 @@ def exp(a: Var) -> Var:
     return Var(value, ((a, value),))
 
 
+def log(a: Var) -> Var:
+    """``log(a)`` (the principal branch), rounded to the working precision."""
+    return Var(mp.log(a.value), ((a, 1 / a.value),))
+
+
 def tanh(a: Var) -> Var:
     """``tanh(a)``, rounded to the working precision.
 
@@ -347,6 +356,7 @@ def _map(function: Callable[[Var], Var], values: VarArray) -> VarArray:
 
 
 _ZERO = constant(0)
+_MINUS_INF = constant(mpmath.mpf("-inf"))
 
 
 def _batch(*pairs: tuple[VarArray | npt.NDArray[Any], int]) -> tuple[int, ...]:
@@ -369,20 +379,35 @@ def _real(value: Number) -> Number:
     return value.real if isinstance(value, mpmath.mpc) else value
 
 
-def _softmax(logits: Mapping[int, Var], width: int) -> list[Var]:
-    """Softmax over the allowed keys ``logits`` (key -> logit) of a row of ``width`` keys."""
-    if not logits:
-        # Note: a row with no allowed key is all zero (distribution.fully-masked-row),
-        # and depends on nothing, so its gradient is zero.
-        return [_ZERO] * width
+def _normalize(
+    logits: Mapping[int, Var], width: int, sink: Var | None = None
+) -> tuple[list[Var], Var]:
+    """Softmax over the allowed keys ``logits`` (key -> logit) of a row of ``width`` keys,
+    and its log-normalizer: ``(weights, lse)``.
+
+    ``sink`` is a logit that joins the denominator and no numerator (``sdpa.sinks``).
+    """
+    if not logits and sink is None:
+        # Note: a row with no allowed key is all zero (distribution.fully-masked-row) and
+        # its log-sum-exp is the log of an empty sum, -inf (lse.fully-masked-row); both
+        # depend on nothing, so their gradient is zero.
+        return [_ZERO] * width, _MINUS_INF
     # Note: the shift by the largest real part changes no weight (shift-invariance)
     # and keeps mpmath from evaluating exp(1e308); it is exact, so it costs nothing.
-    shift = constant(
-        max(_real(v.value) for v in logits.values()), exact=all(v.exact for v in logits.values())
-    )
+    # It is a constant of the tape: lse = shift + log(sum exp(v - shift)) has the
+    # right derivative exp(v - lse) with the shift held fixed.
+    terms = [*logits.values(), *(() if sink is None else (sink,))]
+    shift = constant(max(_real(v.value) for v in terms), exact=all(v.exact for v in terms))
     exps = {j: exp(v - shift) for j, v in logits.items()}
-    denominator = total(list(exps.values()))
-    return [divide(exps[j], denominator) if j in exps else _ZERO for j in range(width)]
+    sink_exp = [] if sink is None else [exp(sink - shift)]
+    denominator = total([*exps.values(), *sink_exp])
+    weights = [divide(exps[j], denominator) if j in exps else _ZERO for j in range(width)]
+    return weights, shift + log(denominator)
+
+
+def _softmax(logits: Mapping[int, Var], width: int) -> list[Var]:
+    """Softmax over the allowed keys ``logits`` (key -> logit) of a row of ``width`` keys."""
+    return _normalize(logits, width)[0]
 
 
 def _mask_parts(
@@ -486,13 +511,15 @@ def score_location(query: VarArray, W_a: VarArray, /) -> VarArray:
 # --- step 2: distributions ----------------------------------------------------------------
 
 
-def _masked_softmax(
+def _masked_normalize(
     scores: VarArray,
     allowed: npt.NDArray[np.bool_],
     additive: VarArray | None,
-) -> VarArray:
-    """Softmax over the last axis of the keys that ``allowed`` and finite logits permit."""
+) -> tuple[VarArray, VarArray]:
+    """Softmax over the last axis of the keys that ``allowed`` and finite logits permit,
+    and each row's log-sum-exp: ``(weights [..., Tq, Tk], lse [..., Tq])``."""
     out = _empty(allowed.shape)
+    lse = _empty(allowed.shape[:-1])
     width = allowed.shape[-1]
     s = np.broadcast_to(scores, allowed.shape)
     for row in np.ndindex(allowed.shape[:-1]):
@@ -506,8 +533,17 @@ def _masked_softmax(
             if additive is not None:
                 logit = logit + additive[(*row, j)]
             logits[j] = logit
-        out[row] = _softmax(logits, width)
-    return out
+        out[row], lse[row] = _normalize(logits, width)
+    return out, lse
+
+
+def _masked_softmax(
+    scores: VarArray,
+    allowed: npt.NDArray[np.bool_],
+    additive: VarArray | None,
+) -> VarArray:
+    """The weights of :func:`_masked_normalize`."""
+    return _masked_normalize(scores, allowed, additive)[0]
 
 
 def attention_distribution(
@@ -516,6 +552,15 @@ def attention_distribution(
     r""":math:`\alpha_{ij} = e^{e_{ij} + m_{ij}} / \sum_k e^{e_{ik} + m_{ik}}` (allowed k)."""
     allowed, additive, _ = _mask_parts(mask, scores.shape)
     return _masked_softmax(scores, allowed, additive)
+
+
+def log_sum_exp(
+    scores: VarArray, /, *, mask: npt.NDArray[np.bool_] | VarArray | None = None
+) -> VarArray:
+    r""":math:`\ell_i = \log \sum_k e^{e_{ik} + m_{ik}}` over the allowed k (``lse.formula``);
+    :math:`-\infty` for a row with none (``lse.fully-masked-row``)."""
+    allowed, additive, _ = _mask_parts(mask, scores.shape)
+    return _masked_normalize(scores, allowed, additive)[1]
 
 
 def local_m_distribution(
@@ -652,12 +697,20 @@ def _attend(
     allowed: npt.NDArray[np.bool_],
     additive: VarArray | None,
     score: PairScore,
-) -> tuple[VarArray, VarArray]:
-    """Weights and context, computing the score of allowed pairs only."""
+    sinks: VarArray | None = None,
+) -> tuple[VarArray, VarArray, VarArray]:
+    """Context, weights and log-sum-exp, computing the score of allowed pairs only.
+
+    ``sinks`` (``[H]``, broadcast to the last batch axis, the heads) joins each
+    row's denominator (``sdpa.sinks``).
+    """
     v = _expand(values, batch, 2)
+    heads = None if sinks is None else np.broadcast_to(sinks, batch[-1:])
     weights = _empty((*batch, t_q, t_k))
     context = _empty((*batch, t_q, v.shape[-1]))
+    lse = _empty((*batch, t_q))
     for b in np.ndindex(batch):
+        sink = None if heads is None else cast(Var, heads[b[-1]])
         for i in range(t_q):
             logits: dict[int, Var] = {}
             for j in range(t_k):
@@ -667,12 +720,12 @@ def _attend(
                 if additive is not None:
                     logit = logit + additive[(*b, i, j)]
                 logits[j] = logit
-            row = _softmax(logits, t_k)
+            row, lse[(*b, i)] = _normalize(logits, t_k, sink)
             weights[(*b, i)] = row
             read = sorted(logits)
             for c in range(v.shape[-1]):
                 context[(*b, i, c)] = dot([row[j] for j in read], [v[(*b, j, c)] for j in read])
-    return context, weights
+    return context, weights, lse
 
 
 def _pair_score(
@@ -748,7 +801,8 @@ def attention(
     batch = full[:-2]
     q, k = _expand(query, batch, 2), _expand(keys, batch, 2)
     pair = _pair_score(score, q, k, scale=scale, W_a=W_a, W_q=W_q, W_k=W_k, v_a=v_a)
-    return _attend(batch, t_q, t_k, values, allowed, additive, pair)
+    context, weights, _ = _attend(batch, t_q, t_k, values, allowed, additive, pair)
+    return context, weights
 
 
 def scaled_dot_product_attention(
@@ -766,11 +820,20 @@ def scaled_dot_product_attention(
     window: Window | None = None,
     query_offset: int | npt.ArrayLike | None = None,
     key_lengths: npt.ArrayLike | None = None,
-) -> tuple[VarArray, VarArray]:
+    sinks: VarArray | None = None,
+    return_lse: bool = False,
+) -> tuple[VarArray, VarArray] | tuple[VarArray, VarArray, VarArray]:
     r"""``(context, weights)`` of :math:`\operatorname{softmax}(\lambda Q K^\top + M) V`,
     the scores capped to :math:`c \tanh(s / c)` before the mask (``sdpa.softcap``) and the
     keys restricted as :mod:`attnref.masking` derives it (``sdpa.window``,
-    ``sdpa.query-offset``, ``sdpa.key-lengths``)."""
+    ``sdpa.query-offset``, ``sdpa.key-lengths``); with ``return_lse`` also each row's
+    log-sum-exp (``sdpa.log-sum-exp``).
+
+    The sink :math:`\sigma_h` of query head ``h`` (the last batch axis) is one more
+    logit in the denominator of each of its rows, neither scaled, capped nor masked
+    (``sdpa.sinks``): a row with no allowed key has zero weights and context and
+    log-sum-exp :math:`\sigma_h`.
+    """
     if enable_gqa:
         # Note: query head h reads key/value head h // g, heads repeated interleaved.
         group = query.shape[-3] // key.shape[-3]
@@ -801,10 +864,11 @@ def scaled_dot_product_attention(
             return s
         return tanh(s / softcap) * softcap
 
-    return _attend(batch, t_q, t_k, value, allowed, additive, pair)
+    context, weights, lse = _attend(batch, t_q, t_k, value, allowed, additive, pair, sinks)
+    return (context, weights, lse) if return_lse else (context, weights)
 
 
-FUNCTIONS: dict[str, Callable[..., VarArray | tuple[VarArray, VarArray]]] = {
+FUNCTIONS: dict[str, Callable[..., VarArray | tuple[VarArray, ...]]] = {
     "score_dot": score_dot,
     "score_scaled_dot": score_scaled_dot,
     "score_general": score_general,
@@ -812,6 +876,7 @@ FUNCTIONS: dict[str, Callable[..., VarArray | tuple[VarArray, VarArray]]] = {
     "score_additive": score_additive,
     "score_location": score_location,
     "attention_distribution": attention_distribution,
+    "log_sum_exp": log_sum_exp,
     "local_m_distribution": local_m_distribution,
     "local_p_position": local_p_position,
     "local_p_distribution": local_p_distribution,
@@ -961,7 +1026,8 @@ def truth(
 
     Evaluates at each precision of :data:`PRECISIONS` in turn and returns as
     soon as two consecutive ones give identical float64 results (NaN never
-    occurs: every output of a valid call is finite).
+    occurs: every output of a valid call is finite, but for the exact ``-inf``
+    log-sum-exp of a row with no allowed key, which equals itself).
     """
     complex_inputs = any(
         _is_float_array(v) and v.dtype.kind == "c"

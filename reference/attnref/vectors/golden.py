@@ -23,7 +23,8 @@ Error scale of an output
     relative condition number :math:`\kappa`, so "error :math:`\le k\,
     \varepsilon S`" is ":math:`k` ulps times the condition". A scale of zero
     means :math:`y` is structurally exact (a masked weight, a fully masked
-    row, the gradient at an unread position) and must be matched exactly.
+    row, the gradient at an unread position, the ``-inf`` log-sum-exp of a row
+    with no allowed key, the one non-finite answer) and must be matched exactly.
     The ``scale`` argument is not counted: scores are homogeneous of degree
     one in :math:`\lambda` and in the query, so its term is bounded by the
     query's.
@@ -194,8 +195,9 @@ def _scale_number(s: Any) -> float:
     # 1e-300 every tolerance is dominated by the dtype's tiny anyway.
     if s < mpmath.mpf("1e-300"):
         return 1e-300
-    if s > mpmath.mpf("1e300"):
-        raise ValueError("an error scale exceeds 1e300; shrink the case's inputs")
+    # Note: a scale up to the largest float64 is kept (a log-sum-exp of scores near
+    # 2**1022 has a scale near 2**1023); one that rounds up past it is refused by
+    # _with_scale. ulps * eps * S stays far inside the float64 range.
     exponent = int(mpmath.floor(mpmath.log10(s))) - 1
     digits = int(mpmath.ceil(s / mpmath.mpf(10) ** exponent))
     return float(f"{digits}e{exponent}")
@@ -299,6 +301,17 @@ def _values(values: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
     return _elementwise(_number, values)
 
 
+def _exact_where_infinite(
+    values: npt.NDArray[np.object_], scales: npt.NDArray[np.object_]
+) -> npt.NDArray[np.object_]:
+    """``scales``, with 0 (match exactly) wherever the value is infinite.
+
+    The one infinite answer is the ``-inf`` log-sum-exp of a row with no allowed
+    key (``lse.fully-masked-row``): a constant of the formula, not a rounded number.
+    """
+    return _elementwise(lambda y, s: 0 if mpmath.isinf(y) else s, values, scales)
+
+
 def error_scales(
     case: CasePlan, cotangents: Sequence[F64] | None
 ) -> tuple[list[npt.NDArray[np.object_]], dict[str, npt.NDArray[np.object_]]]:
@@ -324,7 +337,9 @@ def error_scales(
         def change(
             after: npt.NDArray[np.object_], before: npt.NDArray[np.object_]
         ) -> npt.NDArray[np.object_]:
-            return _elementwise(lambda u, v: abs(u - v), after, before)
+            # Note: u == v first, so that the -inf of an empty log-sum-exp, which no
+            # perturbation moves, changes by 0 and not by -inf - -inf = NaN.
+            return _elementwise(lambda u, v: 0 if u == v else abs(u - v), after, before)
 
         y0, g0 = run(True)
         # Note: with the step x * FD_STEP, |x dy/dx| = |y(x + step) - y(x)| / FD_STEP; the
@@ -342,7 +357,10 @@ def error_scales(
                     out_changes[k] = out_changes[k] + change(y1[k], y0[k])
                 for n in grad_changes:
                     grad_changes[n] = grad_changes[n] + change(g1[n], g0[n])
-        out_scales = [_mp_abs(y) + c / FD_STEP for y, c in zip(y0, out_changes, strict=True)]
+        out_scales = [
+            _exact_where_infinite(y, _mp_abs(y) + c / FD_STEP)
+            for y, c in zip(y0, out_changes, strict=True)
+        ]
         grad_scales: dict[str, npt.NDArray[np.object_]] = {}
         if cotangents is not None:
             with_abs = exact.record(
@@ -383,8 +401,12 @@ def build_case(case: CasePlan) -> dict[str, Any]:
         probe = exact.record(case.function, case.inputs, case.options)
     cotangents = _cotangents(case, [o.shape for o in probe.outputs]) if case.vjp else None
     outputs, grads = exact.truth(case.function, case.inputs, case.options, cotangents)
-    for o in outputs:
-        if not np.all(np.isfinite(o)):
+    for rounded, raw in zip(outputs, probe.outputs, strict=True):
+        # Note: an expected output may be -inf only where the exact value is -inf (the
+        # log-sum-exp of a row with no allowed key, lse.fully-masked-row), never where a
+        # finite exact value overflows float64 on rounding.
+        empty = _elementwise(lambda v: mpmath.isinf(_number(v)), raw).astype(bool)
+        if not np.all(np.isfinite(rounded) | empty):
             raise ValueError(f"{case.id}: an expected output is not finite")
     out_scales, grad_scales = error_scales(case, cotangents)
     out["outputs"] = [_with_scale(o, s) for o, s in zip(outputs, out_scales, strict=True)]

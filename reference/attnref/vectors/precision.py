@@ -71,7 +71,8 @@ def _ratios(
     scale = expected.error_scale
     wide = np.asarray(got).astype(np.complex128 if value.dtype.kind == "c" else np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        error = np.abs(wide - value)
+        # Note: equal values have error 0, the -inf of an empty log-sum-exp included.
+        error = np.where(wide == value, 0.0, np.abs(wide - value))
         magnitude = np.abs(value)
         exact_ok = (scale == 0) & (wide == value)
         ratio = np.where(scale > 0, error / (EPS * scale), np.where(exact_ok, 0.0, math.inf))
@@ -157,6 +158,7 @@ FORMULA_CLAUSES: dict[str, tuple[str, ...]] = {
     "score_additive": ("score.additive",),
     "score_location": ("score.location",),
     "attention_distribution": ("distribution.softmax",),
+    "log_sum_exp": ("lse.formula",),
     "local_m_distribution": ("local.window-softmax",),
     "local_p_position": ("local.p-position",),
     "local_p_distribution": ("local.p-gaussian",),
@@ -204,7 +206,7 @@ def _random_case(function: str, index: int) -> CasePlan:
         inputs = {"query": q, "keys": k, "W_q": u(d_a, d), "W_k": u(d_a, d), "v_a": u(d_a)}
     elif function == "score_location":
         inputs = {"query": q, "W_a": u(t_k, d)}
-    elif function == "attention_distribution":
+    elif function in ("attention_distribution", "log_sum_exp"):
         inputs, options = {"scores": u(t_q, t_k, scale=4.0)}, {"mask": r.mask(t_q, t_k)}
     elif function == "local_m_distribution":
         inputs = {"scores": u(t_q, t_k, scale=4.0)}

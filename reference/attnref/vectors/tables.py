@@ -384,7 +384,9 @@ def _score_location(d: InputDraw) -> CaseTable:
 
 def _distribution_tables(complex_inputs: Mapping[str, Arguments]) -> Iterator[CaseTable]:
     d = InputDraw("distribution")
-    yield _attention_distribution(d, complex_inputs["attention_distribution"])
+    distribution = _attention_distribution(d, complex_inputs["attention_distribution"])
+    yield distribution
+    yield _log_sum_exp(distribution)
     yield _local_m_distribution(d)
     yield _local_p_position(d, complex_inputs["local_p_position"])
     yield _local_p_distribution(d)
@@ -599,6 +601,103 @@ def _attention_distribution(d: InputDraw, complex_inputs: Arguments) -> CaseTabl
         ),
     )
     return CaseTable("attention_distribution", rows, valid={"scores": s[0]})
+
+
+def _log_sum_exp(distribution: CaseTable) -> CaseTable:
+    r"""The log-sum-exp: most rows make the call of the ``attention_distribution`` row of
+    the same name, so that :math:`\exp(e + m - \ell)` meets that file's weights
+    (``lse.normalizes``), and its bad calls; the rest draw from the stream
+    ``"log_sum_exp"``."""
+    d = InputDraw("log_sum_exp")
+    named = {row.name: row for row in distribution.rows}
+
+    def same(name: str, clauses: tuple[str, ...], description: str = "") -> Returns:
+        row = named[name]
+        assert isinstance(row, Returns)
+        told = description or f"the call of attention_distribution/{name}"
+        return Returns(
+            name,
+            clauses,
+            row.inputs,
+            row.options,
+            description=told,
+            vjp=row.vjp,
+            float32=row.float32,
+        )
+
+    bad_calls = [row for row in distribution.rows if isinstance(row, Raises)]
+    formula = ("lse.formula", "lse.normalizes")
+    empty = ("lse.fully-masked-row", "lse.formula")
+    huge = np.array(
+        [
+            [2.0**1022, 2.0**1022, -_BIG, 0.0],
+            [-(2.0**1022), -(2.0**1022), -(2.0**1022), -_BIG],
+        ]
+    )
+    rows: tuple[Returns | Raises, ...] = (
+        same("basic", formula),
+        same("boolean-mask", (*formula, "distribution.mask-polarity", "distribution.masked-zero")),
+        same("additive-mask", (*formula, "distribution.additive-mask")),
+        same(
+            "fully-masked-row",
+            empty,
+            "row 1 has no allowed key: -inf, not NaN, with zero gradient",
+        ),
+        same("fully-masked-additive", (*empty, "distribution.additive-mask")),
+        same("all-minus-inf-row", empty, "a row of -inf scores: the log of an empty sum"),
+        Returns(
+            "huge-scores",
+            ("lse.stable", "lse.formula"),
+            {"scores": huge},
+            description=(
+                "scores of 2**1022 and -float64 max: exp overflows or underflows without the "
+                "shift; lse = 2**1022 + log 2 and -2**1022 + log 3, finite, round to +-2**1022"
+            ),
+            vjp=False,
+            float32=False,
+        ),
+        same(
+            "overflow-range",
+            ("lse.stable", *formula),
+            "exp overflows (710) or underflows (-1000) without the max shift",
+        ),
+        same("ties", formula, "equal scores: lse = e + log 3, exactly rounded"),
+        same("near-ties", formula),
+        Returns(
+            "single-key",
+            ("lse.formula",),
+            {"scores": d.uniform(3, 1, scale=4.0)},
+            description="Tk = 1: lse = e + log 1, the score itself",
+        ),
+        Returns(
+            "batched",
+            ("lse.formula", "input.batch-broadcast"),
+            {"scores": d.uniform(2, 2, 3, 4, scale=4.0)},
+            {"mask": d.mask(2, 1, 1, 4, keep=0.8) | np.eye(1, 4, 1, dtype=bool)},
+            description="a [2, 1, 1, Tk] key mask broadcast over heads and queries",
+        ),
+        same("mask-adds-batch", ("lse.formula", "input.batch-broadcast")),
+        same(
+            "poison-masked",
+            (
+                "input.unread-nonfinite",
+                "input.unread-positions",
+                "input.unread-gradient",
+                "lse.formula",
+            ),
+        ),
+        *bad_calls,
+        Returns(
+            "complex",
+            (*_COMPLEX, "lse.formula"),
+            {"scores": d.complex(2, 4)},
+            {"mask": np.array([[True, False, True, True], [True, True, True, False]])},
+            description="the analytic continuation, shifted by the largest real part",
+            vjp=False,
+            float32=False,
+        ),
+    )
+    return CaseTable("log_sum_exp", rows, valid=distribution.valid)
 
 
 def _local_m_distribution(d: InputDraw) -> CaseTable:
@@ -1245,6 +1344,7 @@ def _scaled_dot_product_attention(
             float32=False,
         ),
         *_restriction_rows(),
+        *_sink_rows(),
     )
     return CaseTable("scaled_dot_product_attention", rows, valid=grouped)
 
@@ -1367,5 +1467,161 @@ def _restriction_rows() -> tuple[Returns | Raises, ...]:
             "sdpa.arguments",
             ArgumentError,
             options={"enable_gqa": True, "query_offset": 1, "causal_alignment": "bottom_right"},
+        ),
+    )
+
+
+def _sink_rows() -> tuple[Returns | Raises, ...]:
+    """The sinks and the log-sum-exp result, from their own stream (so the cases above
+    keep their inputs): ``[B, H, T, d]`` with a batch of two and two heads, Tq = 3, Tk = 4,
+    and one sink logit per query head."""
+    r = InputDraw("scaled_dot_product_attention/sinks")
+    call = {
+        "query": r.uniform(2, 2, 3, 2),
+        "key": r.uniform(2, 2, 4, 2),
+        "value": r.uniform(2, 2, 4, 2),
+    }
+    sinks = r.uniform(2)
+    empty = r.mask(2, 2, 3, 4)
+    empty[..., 0] = True
+    empty[0, 1, 2] = False  # item 0, head 1, query 2: no allowed key
+    grouped = {
+        "query": r.uniform(1, 4, 2, 3),
+        "key": r.uniform(1, 2, 3, 3),
+        "value": r.uniform(1, 2, 3, 2),
+    }
+    lse = ("sdpa.log-sum-exp", "sdpa.formula")
+    return (
+        Returns(
+            "sinks",
+            ("sdpa.sinks", "sdpa.formula"),
+            call,
+            {"sinks": sinks},
+            description="each row's weights sum to 1 - exp(sink - lse), below one",
+        ),
+        Returns(
+            "sinks-zero",
+            ("sdpa.sinks",),
+            call,
+            {"sinks": np.zeros(2)},
+            description="sink 0: one more exp(0) = 1 in every denominator",
+        ),
+        Returns("lse", (*lse, "lse.formula"), call, {"return_lse": True}),
+        Returns(
+            "sinks-very-negative",
+            ("sdpa.sinks", "sdpa.log-sum-exp"),
+            call,
+            {"sinks": np.full(2, -1e4), "return_lse": True},
+            description=(
+                "a sink of -1e4 adds exp(-1e4 - lse), far below every ulp: the same expected "
+                "context, weights and lse as lse, and a zero sink gradient"
+            ),
+        ),
+        Returns(
+            "sinks-lse",
+            ("sdpa.log-sum-exp", "sdpa.sinks"),
+            call,
+            {"sinks": sinks, "return_lse": True},
+            description="lse = log(exp(sink) + sum over allowed keys of exp(t))",
+        ),
+        Returns(
+            "lse-fully-masked-row",
+            (*lse, "lse.fully-masked-row", "distribution.fully-masked-row"),
+            call,
+            {"mask": empty, "return_lse": True},
+            description="item 0, head 1, query 2 has no allowed key: zero weights, lse -inf",
+        ),
+        Returns(
+            "sinks-fully-masked-row",
+            ("sdpa.sinks", "sdpa.log-sum-exp", "distribution.fully-masked-row"),
+            call,
+            {"mask": empty, "sinks": sinks, "return_lse": True},
+            description=(
+                "item 0, head 1, query 2 has no allowed key but a sink: zero weights and "
+                "context, lse the sink of head 1 (gradient 1)"
+            ),
+        ),
+        Returns(
+            "sinks-grouped-heads",
+            ("sdpa.sinks", "sdpa.grouped-query-heads", "sdpa.log-sum-exp"),
+            grouped,
+            {"enable_gqa": True, "sinks": r.uniform(4), "return_lse": True},
+            description="Hq = 4, Hk = 2: one sink per query head, not per key head",
+        ),
+        Returns(
+            "sinks-causal-softcap",
+            ("sdpa.sinks", "sdpa.softcap", "sdpa.causal-top-left", "sdpa.log-sum-exp"),
+            call,
+            {
+                "is_causal": True,
+                "softcap": 1.0,
+                "scale": 4.0,
+                "sinks": np.array([1.5, -0.75]),
+                "return_lse": True,
+            },
+            description="the scores are capped at 1, the sink of 1.5 is not",
+        ),
+        Returns(
+            "lse-softcap-additive-mask",
+            (*lse, "sdpa.softcap", "distribution.additive-mask"),
+            call,
+            {
+                "softcap": 2.0,
+                "mask": np.where(empty, r.uniform(2, 2, 3, 4), -inf),
+                "return_lse": True,
+            },
+            description="lse of the capped scores plus the mask; -inf where no key is allowed",
+        ),
+        Returns(
+            "lse-overflow-range",
+            (*lse, "distribution.stable", "lse.stable"),
+            {**call, "query": call["query"] * 64.0},
+            {"scale": 4.0, "return_lse": True},
+            description="scores of several hundred: exp overflows without the shift",
+            float32=False,
+        ),
+        # the table's valid call has grouped heads (Hq = 4, Hk = 2) and a batch of one
+        Raises(
+            "sinks-key-heads",
+            "sdpa.arguments",
+            ShapeError,
+            options={"enable_gqa": True, "sinks": r.uniform(2)},
+        ),
+        Raises(
+            "sinks-rank-2",
+            "sdpa.arguments",
+            ShapeError,
+            options={"enable_gqa": True, "sinks": r.uniform(4, 1)},
+        ),
+        Raises(
+            "sinks-query-rank-2",
+            "sdpa.arguments",
+            ShapeError,
+            {"query": r.uniform(2, 3), "key": r.uniform(3, 3), "value": r.uniform(3, 2)},
+            {"sinks": r.uniform(1)},
+        ),
+        Raises(
+            "sinks-integer",
+            "sdpa.arguments",
+            DTypeError,
+            options={"enable_gqa": True, "sinks": np.zeros(4, dtype=np.int64)},
+        ),
+        Raises(
+            "sinks-nan",
+            "input.finite",
+            NonFiniteInputError,
+            options={"enable_gqa": True, "sinks": np.array([0.0, nan, 0.0, 0.0])},
+        ),
+        Raises(
+            "sinks-minus-inf",
+            "input.finite",
+            NonFiniteInputError,
+            options={"enable_gqa": True, "sinks": np.full(4, -inf)},
+        ),
+        Raises(
+            "return-lse-integer",
+            "sdpa.arguments",
+            DTypeError,
+            options={"enable_gqa": True, "return_lse": 1},
         ),
     )

@@ -83,6 +83,10 @@ class NumpySDPA:
         ]
         kwargs: dict[str, Any] = _mask_argument(case, self.conventions, self.dtype)
         kwargs.update(case.options)
+        if case.sinks is not None:
+            kwargs["sinks"] = np.array(case.sinks, dtype=self.dtype, copy=True)
+        if "lse" in self.features:
+            kwargs["return_lse"] = True
         return arrays, kwargs
 
     def _back(self, x: Any) -> Float64Array:
@@ -97,13 +101,19 @@ class NumpySDPA:
             arguments["mask"] = kwargs["mask"]
         before = {n: a.copy() for n, a in arguments.items()}
         result = self.fn(*arrays, **kwargs)
-        context, weights = result if isinstance(result, tuple) else (result, None)
+        lse = None
+        if "return_lse" in kwargs:  # (context, lse) or (context, weights, lse)
+            context, *middle, lse = result
+            weights = middle[0] if middle else None
+        else:
+            context, weights = result if isinstance(result, tuple) else (result, None)
         mutated = tuple(n for n, a in arguments.items() if not _same(a, before[n]))
         return Output(
             self._back(context),
             None if weights is None else np.asarray(weights, dtype=np.float64),
             str(np.asarray(context).dtype),
             mutated,
+            None if lse is None else np.asarray(lse, dtype=np.float64),
         )
 
     def vjp(self, case: Case, cotangent: Float64Array, /) -> Mapping[str, Float64Array]:
@@ -112,15 +122,19 @@ class NumpySDPA:
             raise NotImplementedError(f"{self.name} has no vjp_fn; do not claim 'gradients'")
         arrays, kwargs = self._inputs(case)
         c = np.swapaxes(cotangent, -3, -2) if self.conventions.layout == "BTHD" else cotangent
+        kwargs.pop("return_lse", None)  # the gradients are those of the context alone
         grads = self.vjp_fn(*arrays, c.astype(self.dtype), **kwargs)
-        return {n: self._back(grads[n]) for n in ("query", "key", "value")}
+        named = {n: self._back(grads[n]) for n in ("query", "key", "value")}
+        if case.sinks is not None:
+            named["sinks"] = np.asarray(grads["sinks"], dtype=np.float64)
+        return named
 
 
 def _step_features(function: Step) -> frozenset[Feature]:
     """A step's default features: a mask where it takes one, the scale, no gradients."""
     if function in ("local_m_distribution", "local_p_distribution"):
         return frozenset({"bool_mask"})
-    if function == "attention_distribution":
+    if function in ("attention_distribution", "log_sum_exp"):
         return frozenset({"bool_mask", "additive_mask"})
     return frozenset({"scale"}) if function == "score_scaled_dot" else frozenset()
 

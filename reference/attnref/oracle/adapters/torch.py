@@ -131,8 +131,12 @@ class _Keywords:
             named = next((n for n in options if n in names), None)
             return options[0] if named is None and takes_all else named
 
-        # the restrictions are taken by the spec's keyword names only
+        # the restrictions, the sinks and the log-sum-exp go by the spec's keyword names only
         restrictions = frozenset(f for f in RESTRICTIONS if f in names)
+        if "sinks" in names:
+            restrictions |= {"sinks"}
+        if "return_lse" in names:
+            restrictions |= {"lse"}
         return cls(
             first(_MASK_ARGS),
             first(("scale",)),
@@ -247,8 +251,10 @@ class TorchSDPA:
         - ``is_causal`` or ``causal``: ``causal``, and ``causal_with_mask``
           when it also takes a mask;
         - ``enable_gqa``: ``gqa``;
-        - ``softcap``, ``window``, ``query_offset``, ``key_lengths``: the
-          features of those names (by these names only);
+        - ``softcap``, ``window``, ``query_offset``, ``key_lengths``,
+          ``sinks``: the features of those names (by these names only);
+        - ``return_lse``: ``lse``; it is then called with ``return_lse=True``
+          and returns ``(context, lse)`` or ``(context, weights, lse)``;
         - ``**kwargs``: ``mask``, ``scale``, ``is_causal`` and ``enable_gqa``
           by these names (no additive masks);
         - always ``gradients`` (autograd) and ``distinct_value_dim``.
@@ -375,44 +381,72 @@ class TorchSDPA:
                 if isinstance(value, tuple) and name != "window":
                     value = torch.tensor(value, dtype=torch.int64, device=self.device)
                 kwargs[name] = value
+        if "lse" in self.features:
+            kwargs["return_lse"] = True
         return tensors, kwargs
 
-    def _call(self, tensors: Sequence[torch.Tensor], kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
-        result = self.fn(*tensors, **kwargs)
+    def _sinks(self, case: Case) -> dict[str, torch.Tensor]:
+        """``{"sinks": [H] tensor}`` when the case has sinks (one per query head), else ``{}``."""
+        sinks = case.sinks
+        return {} if sinks is None else {"sinks": self._tensor(sinks)}
+
+    def _call(
+        self,
+        tensors: Sequence[torch.Tensor],
+        kwargs: Mapping[str, Any],
+        sinks: Mapping[str, torch.Tensor],
+    ) -> tuple[Any, Any, Any]:
+        """``(context, weights or None, lse or None)`` of one call."""
+        result = self.fn(*tensors, **kwargs, **sinks)
+        if "return_lse" in kwargs:
+            if not isinstance(result, tuple | list) or len(result) not in (2, 3):
+                raise ArgumentError(
+                    f"{self.name!r} was called with return_lse=True and returned "
+                    f"{_describe(result)}; expected (context, lse) or (context, weights, lse)"
+                )
+            weights = result[1] if len(result) == 3 else None
+            return result[0], weights, result[-1]
         if isinstance(result, tuple | list):
-            return result[0], result[1]
-        return result, None
+            return result[0], result[1], None
+        return result, None, None
 
     def forward(self, case: Case, /) -> Output:
         """Run the callable on the case, checking that it leaves its arguments alone."""
         tensors, kwargs = self._inputs(case)
-        arguments = dict(tensors)
+        sinks = self._sinks(case)
+        arguments = dict(tensors) | dict(sinks)
         if self.mask_arg in kwargs:
             arguments["mask"] = kwargs[self.mask_arg]
         before = {n: t.clone() for n, t in arguments.items()}
         with torch.no_grad():
-            context, weights = self._call(list(tensors.values()), kwargs)
+            context, weights, lse = self._call(list(tensors.values()), kwargs, sinks)
         return Output(
             context=_numpy(self._to_layout(context)),
             weights=None if weights is None else _numpy(weights),
             dtype=_name(context.dtype),
             mutated=_changed(arguments, before),
+            lse=None if lse is None else _numpy(lse),
         )
 
     def vjp(self, case: Case, cotangent: Float64Array, /) -> Mapping[str, Float64Array]:
-        """Gradients by autograd of ``sum(context * cotangent)`` w.r.t. query, key, value."""
+        """Gradients by autograd of ``sum(context * cotangent)`` w.r.t. query, key, value
+        (and the sinks, when the case has them)."""
         tensors, kwargs = self._inputs(case)
         leaves = [t.detach().requires_grad_(True) for t in tensors.values()]
+        sink_leaves = {n: t.detach().requires_grad_(True) for n, t in self._sinks(case).items()}
         # Note: the callable gets differentiable copies of the leaves, as it would get a
         # projection's output in a model, so that writing into an argument (reported by
         # input.not-mutated) does not make autograd refuse to differentiate it.
-        context, _ = self._call([leaf.clone() for leaf in leaves], kwargs)
+        copies = {n: leaf.clone() for n, leaf in sink_leaves.items()}
+        context, _, _ = self._call([leaf.clone() for leaf in leaves], kwargs, copies)
         c = torch.from_numpy(cotangent).to(self.device)
         torch.autograd.backward((self._to_layout(context).to(torch.float64) * c).sum())
         grads = {}
         for name, leaf in zip(_SDPA_NAMES, leaves, strict=True):
             g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
             grads[name] = _numpy(self._to_layout(g))
+        for name, leaf in sink_leaves.items():
+            grads[name] = _numpy(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf))
         return grads
 
 
@@ -510,10 +544,8 @@ def _step_features(step: Step) -> frozenset[Feature]:
     found: set[Feature] = set()
     if step in ("local_m_distribution", "local_p_distribution"):
         found |= {"bool_mask", "gradients"}
-    if step == "attention_distribution":
-        found.add("bool_mask")
-    if step == "attention_distribution":
-        found.add("additive_mask")
+    if step in ("attention_distribution", "log_sum_exp"):
+        found |= {"bool_mask", "additive_mask"}
     if step == "score_scaled_dot":
         found.add("scale")
     return frozenset(found)
