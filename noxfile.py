@@ -102,14 +102,14 @@ def precision(session: nox.Session) -> None:
 @nox.session
 def check(session: nox.Session) -> None:
     """Run the main job: the oracle against every built-in implementation (attnspec check)."""
-    session.install("-c", CONSTRAINTS, "-e", ".[torch,jax,keras,oracle]")
+    session.install("-c", CONSTRAINTS, "-e", ".[torch,jax,keras,oracle,onnxruntime]")
     session.run("attnspec", "check", *session.posargs, env={"KERAS_BACKEND": "torch"})
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Time the oracle (default and quick runs), a full-size check, and its sensitivity."""
-    session.install("-c", CONSTRAINTS, "-e", ".[torch,jax,keras,oracle]")
+    session.install("-c", CONSTRAINTS, "-e", ".[torch,jax,keras,oracle,onnxruntime]")
     session.run("python", "-m", "attnref.oracle.bench", "--sensitivity", *session.posargs)
 
 

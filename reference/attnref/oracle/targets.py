@@ -148,6 +148,12 @@ def _torch_mha() -> Implementation:
     )
 
 
+def _torch_flex() -> Implementation:
+    from attnref.oracle.adapters.flex import FlexAttention
+
+    return FlexAttention()
+
+
 def _jax() -> Implementation:
     import jax
 
@@ -190,6 +196,18 @@ def _masked_huge_scores(case: Case) -> bool:
     return (case.mask is not None or case.is_causal) and reach > 1e8
 
 
+def _onnxruntime() -> Implementation:
+    from attnref.oracle.adapters.onnxruntime import OnnxAttention
+
+    return OnnxAttention(name="onnxruntime", dtype="float32")
+
+
+def _nonpositive_scale(case: Case) -> bool:
+    """The cases onnxruntime's Attention kernel refuses: a scale of 0 or less."""
+    scale = case.options.get("scale")
+    return isinstance(scale, float) and scale <= 0
+
+
 TARGETS: Mapping[str, Target] = MappingProxyType(
     {
         t.name: t
@@ -230,6 +248,19 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                 needs=("torch",),
             ),
             Target(
+                "torch.flex",
+                "torch.nn.attention.flex_attention (eager, CPU), float64, with its log-sum-exp",
+                _torch_flex,
+                {
+                    "distribution.stable": (
+                        "its eager kernel multiplies query @ key.T by the scale afterwards, so "
+                        "with a tiny scale (2**-600) and inputs near 2**512 the unscaled "
+                        "product overflows, giving NaN (golden vector overflow-before-scale)"
+                    ),
+                },
+                needs=("torch",),
+            ),
+            Target(
                 "jax.nn.dot_product_attention",
                 "jax.nn.dot_product_attention, float32 (its softmax is always float32)",
                 _jax,
@@ -254,6 +285,28 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                 _keras("AdditiveAttention"),
                 needs=("keras", "torch"),
                 environment=_KERAS_ENVIRONMENT,
+            ),
+            Target(
+                "onnxruntime",
+                "ONNX Attention (opset 24) on onnxruntime's CPU provider, float32",
+                _onnxruntime,
+                {
+                    "score.scale-applied": (
+                        "onnxruntime's CPU Attention kernel refuses a scale of 0 or less when "
+                        "the session is built ('scale must be greater than 0 if specified', "
+                        "attention.cc), though ONNX allows any scale"
+                    ),
+                    "input.unread-positions": (
+                        "the kernel computes the score of a key the mask or the causal flag "
+                        "disallows and adds the mask to it (a finite sentinel, lowest(), for "
+                        "False) rather than selecting it out, so a masked score past the "
+                        "dtype's range (float16's 65504, float32's 3.4e38) stays inf: the row "
+                        "is NaN or weighs only the masked keys; float32's drawn poison (1e30) "
+                        "stays within that range"
+                    ),
+                },
+                needs=("onnxruntime", "onnx"),
+                departure_cases={"score.scale-applied": _nonpositive_scale},
             ),
         )
     }
