@@ -182,6 +182,14 @@ _KERAS_MASK = (
 )
 
 
+_KERAS_MASK_CLAUSES = (
+    "distribution.masked-zero",
+    "input.unread-positions",
+    "input.unread-gradient",
+)
+"""The clauses Keras' finite mask constant breaks."""
+
+
 def _causal_nonpositive_scale(case: Case) -> bool:
     """The cases of PyTorch's causal NaN rows: the causal flag with a scale of 0 or less."""
     scale = case.options.get("scale")
@@ -270,13 +278,10 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                 "keras.Attention",
                 "keras.layers.Attention (dot score) on the torch backend, float32",
                 _keras("Attention"),
-                {
-                    "distribution.masked-zero": _KERAS_MASK,
-                    "input.unread-positions": _KERAS_MASK,
-                    "input.unread-gradient": _KERAS_MASK,
-                },
+                dict.fromkeys(_KERAS_MASK_CLAUSES, _KERAS_MASK),
                 needs=("keras", "torch"),
-                departure_cases={"distribution.masked-zero": _masked_huge_scores},
+                # one cause, three clauses: each is judged on the cases that show it
+                departure_cases=dict.fromkeys(_KERAS_MASK_CLAUSES, _masked_huge_scores),
                 environment=_KERAS_ENVIRONMENT,
             ),
             Target(
