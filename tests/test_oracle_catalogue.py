@@ -31,9 +31,11 @@ EXAMPLES = 40
 # the restrictions have their own both-direction tests (tests/test_oracle_restrictions.py)
 # the checks of the restrictions, which the kernels here do not offer (skipped by design;
 # tests/test_oracle_restrictions.py checks them in both directions)
-RESTRICTION_CLAUSES = {c.clause for c in CHECKS if (c.requires | c.requires_any) & RESTRICTIONS}
+# the keywords of current kernels, which the catalogue's kernels do not take
+KEYWORDS: frozenset[Feature] = RESTRICTIONS | {"sinks", "lse"}
+RESTRICTION_CLAUSES = {c.clause for c in CHECKS if (c.requires | c.requires_any) & KEYWORDS}
 
-ALL: frozenset[Feature] = frozenset(FEATURES) - {"key_padding_mask"} - RESTRICTIONS
+ALL: frozenset[Feature] = frozenset(FEATURES) - {"key_padding_mask"} - KEYWORDS
 """Every feature but key-padding-only masks (the kernels take masks of any shape)."""
 
 
