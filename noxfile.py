@@ -35,8 +35,10 @@ def tests(session: nox.Session) -> None:
     """Run the test suite, in parallel where there is more than one core."""
     _install(session, "test")
     workers = ["-n", "auto"] if (os.cpu_count() or 1) > 1 else []
+    # The slowest tests are listed, so that the CI's time budget can be kept from data.
+    timing = ["--durations=25"]
     # Keras (a built-in oracle target) must pick its PyTorch backend before it is imported.
-    session.run("pytest", *workers, *session.posargs, env={"KERAS_BACKEND": "torch"})
+    session.run("pytest", *workers, *timing, *session.posargs, env={"KERAS_BACKEND": "torch"})
 
 
 @nox.session
