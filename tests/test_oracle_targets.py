@@ -48,16 +48,24 @@ def test_expected_failures_cite_real_clauses_with_reasons(name: str) -> None:
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_the_twin_declares_that_it_computes_in_its_dtype(dtype: str) -> None:
-    """sdpa.formula: the twin evaluates float16 and bfloat16 inputs in that dtype, a naive
-    evaluation that misses float32 accumulation's bounds; it declares accumulation=storage
-    and conforms, and the same kernel declaring the default float32 accumulation does not."""
+    """distribution.sums-to-one: the twin evaluates float16 and bfloat16 inputs in that
+    dtype, a naive evaluation that misses float32 accumulation's bounds; it declares
+    accumulation=storage and conforms, and the same kernel declaring the default float32
+    accumulation does not.
+
+    The false claim is judged on the one clause that a row sum in the storage dtype
+    breaks at every length, so that shrinking a dozen other failures costs no time.
+    """
     from dataclasses import replace
 
     from attnref.oracle.conventions import Conventions
 
     twin: Any = resolve("attnref.torch")[0]  # a TorchSDPA dataclass
     honest = replace(twin, dtype=dtype)
-    assert check_implementation(honest, max_examples=20).passed
+    assert check_implementation(honest, max_examples=EXAMPLES).passed
     claimed = replace(honest, conventions=Conventions())
-    report = check_implementation(claimed, max_examples=20)
-    assert not report.passed, report.table()
+    clause = "distribution.sums-to-one"
+    report = check_implementation(
+        claimed, max_examples=EXAMPLES, clauses_to_check=frozenset({clause})
+    )
+    assert [(r.clause, r.status) for r in report.results] == [(clause, "failed")], report.table()

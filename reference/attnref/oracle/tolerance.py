@@ -135,6 +135,7 @@ off by about :math:`10^{-7}` relative, millions of times its allowance.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -606,7 +607,8 @@ def gradient_bounds(
     value = value + u_t * (w_t @ abs_g)
     sinks = None
     if sink:
-        rows = max(1, int(dS[..., -1].size // max(1, dS.shape[-3] if dS.ndim >= 3 else 1)))
+        # The rows of one head, over the batch too: sinks have a head axis (-3).
+        rows = math.prod(dS.shape[:-3]) * dS.shape[-2]
         sinks = dS_err[..., -1].sum(axis=-1) + (_gamma(rows + 2, acc) + between + u_t) * dS[
             ..., -1
         ].sum(axis=-1)
