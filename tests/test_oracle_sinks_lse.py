@@ -126,6 +126,100 @@ def test_a_planted_sink_or_lse_bug_fails_its_clause(name: str) -> None:
     assert statuses[clause] == "failed", statuses
 
 
+def _twin_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> Any:
+    import attnref.torch as twin
+
+    return twin.scaled_dot_product_attention(q, k, v, **kw)
+
+
+def _sink_of_the_key_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> Any:
+    """Grouped heads share their key head's first sink (sinks read as ``[Hk]``)."""
+    sinks = kw.get("sinks")
+    if sinks is not None and q.shape[-3] != k.shape[-3]:
+        groups = q.shape[-3] // k.shape[-3]
+        kw["sinks"] = sinks[::groups].repeat_interleave(groups)
+    return _twin_call(q, k, v, **kw)
+
+
+def _sink_capped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> Any:
+    """The sink is appended to the scores before the softcap, and so capped with them."""
+    sinks, cap = kw.get("sinks"), kw.get("softcap")
+    if sinks is not None and cap is not None:
+        kw["sinks"] = cap * torch.tanh(sinks / cap)
+    return _twin_call(q, k, v, **kw)
+
+
+def _sink_gradient_of_the_first_item(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any
+) -> Any:
+    """Batch items are computed one at a time, and only the first one's d/dsinks is kept."""
+    sinks = kw.get("sinks")
+    if sinks is None or q.ndim < 4 or q.shape[0] == 1:
+        return _twin_call(q, k, v, **kw)
+    batch, heads, t_q, t_k = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    parts = []
+    for b in range(batch):
+        item = dict(kw, sinks=sinks if b == 0 else sinks.detach())
+        if kw.get("mask") is not None:
+            item["mask"] = torch.broadcast_to(kw["mask"], (batch, heads, t_q, t_k))[b : b + 1]
+        if kw.get("key_lengths") is not None:
+            item["key_lengths"] = kw["key_lengths"][b : b + 1]
+        offset = kw.get("query_offset")
+        if isinstance(offset, torch.Tensor) and offset.ndim == 1:
+            item["query_offset"] = offset[b : b + 1]
+        parts.append(_twin_call(q[b : b + 1], k[b : b + 1], v[b : b + 1], **item))
+    return tuple(torch.cat(outputs, dim=0) for outputs in zip(*parts, strict=True))
+
+
+def _lse_of_the_uncapped_scores(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any
+) -> Any:
+    """The softcap reaches the weights but not the returned log-sum-exp."""
+    out = _twin_call(q, k, v, **kw)
+    if not kw.get("return_lse") or kw.get("softcap") is None:
+        return out
+    return out[0], out[1], _twin_call(q, k, v, **dict(kw, softcap=None))[2]
+
+
+def _lse_zero_when_restricted_empty(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any
+) -> Any:
+    """A row that key lengths or a window leave empty gets lse 0, not -inf."""
+    out = _twin_call(q, k, v, **kw)
+    if not kw.get("return_lse") or (kw.get("key_lengths") is None and kw.get("window") is None):
+        return out
+    lse = out[2]
+    return out[0], out[1], torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
+
+
+TWIN_BUGS: dict[str, tuple[Any, str]] = {
+    "grouped heads read their key head's sink": (_sink_of_the_key_head, "sdpa.sinks"),
+    "the sink is capped with the scores": (_sink_capped, "sdpa.sinks"),
+    "d/dsinks of the first batch item only": (_sink_gradient_of_the_first_item, "sdpa.sinks"),
+    "the lse of the uncapped scores": (_lse_of_the_uncapped_scores, "sdpa.log-sum-exp"),
+    "lse 0 for a row that key lengths or a window empty": (
+        _lse_zero_when_restricted_empty,
+        "lse.fully-masked-row",
+    ),
+}
+"""Bugs planted in the twin's call, where sinks and the lse meet grouped heads, batches and
+the restrictions (the FlashAttention-2 kernel above offers none of the restrictions)."""
+
+
+@pytest.mark.parametrize("name", sorted(TWIN_BUGS))
+def test_a_sink_or_lse_bug_among_the_other_features_fails_its_clause(name: str) -> None:
+    """sdpa.sinks, sdpa.log-sum-exp, lse.fully-masked-row: sinks and the lse are drawn with
+    grouped heads, batches, softcaps, windows and key lengths, so a bug that only shows in
+    such a combination fails its clause at the quick example count; the twin itself passes
+    (test_the_twin_conforms_with_sinks_and_lse)."""
+    from dataclasses import replace
+
+    fn, clause = TWIN_BUGS[name]
+    impl = replace(cast(TorchSDPA, _twin()), fn=fn, name=name)
+    statuses = _statuses(impl, frozenset({clause}), examples=8)
+    assert statuses[clause] == "failed", statuses
+
+
 # --- the step function ---------------------------------------------------------------------
 
 
