@@ -53,8 +53,9 @@ def test_the_twin_declares_that_it_computes_in_its_dtype(dtype: str) -> None:
     accumulation=storage and conforms, and the same kernel declaring the default float32
     accumulation does not.
 
-    The false claim is judged on the one clause that a row sum in the storage dtype
-    breaks at every length, so that shrinking a dozen other failures costs no time.
+    The false claim is judged on the clause it fails in both dtypes (a row sum of the
+    weights rounded in the storage dtype), so that shrinking a dozen other failures costs
+    no time.
     """
     from dataclasses import replace
 
