@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 import torch
 
+import attnref.torch as twin
 from attnref.oracle import check_implementation
 from attnref.oracle.adapters.torch import TorchSDPA, TorchStep
 from attnref.oracle.conventions import Feature
@@ -126,19 +127,13 @@ def test_a_planted_sink_or_lse_bug_fails_its_clause(name: str) -> None:
     assert statuses[clause] == "failed", statuses
 
 
-def _twin_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> Any:
-    import attnref.torch as twin
-
-    return twin.scaled_dot_product_attention(q, k, v, **kw)
-
-
 def _sink_of_the_key_head(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> Any:
     """Grouped heads share their key head's first sink (sinks read as ``[Hk]``)."""
     sinks = kw.get("sinks")
     if sinks is not None and q.shape[-3] != k.shape[-3]:
         groups = q.shape[-3] // k.shape[-3]
         kw["sinks"] = sinks[::groups].repeat_interleave(groups)
-    return _twin_call(q, k, v, **kw)
+    return twin.scaled_dot_product_attention(q, k, v, **kw)
 
 
 def _sink_capped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> Any:
@@ -146,7 +141,7 @@ def _sink_capped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -
     sinks, cap = kw.get("sinks"), kw.get("softcap")
     if sinks is not None and cap is not None:
         kw["sinks"] = cap * torch.tanh(sinks / cap)
-    return _twin_call(q, k, v, **kw)
+    return twin.scaled_dot_product_attention(q, k, v, **kw)
 
 
 def _sink_gradient_of_the_first_item(
@@ -155,7 +150,7 @@ def _sink_gradient_of_the_first_item(
     """Batch items are computed one at a time, and only the first one's d/dsinks is kept."""
     sinks = kw.get("sinks")
     if sinks is None or q.ndim < 4 or q.shape[0] == 1:
-        return _twin_call(q, k, v, **kw)
+        return twin.scaled_dot_product_attention(q, k, v, **kw)
     batch, heads, t_q, t_k = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     parts = []
     for b in range(batch):
@@ -167,7 +162,9 @@ def _sink_gradient_of_the_first_item(
         offset = kw.get("query_offset")
         if isinstance(offset, torch.Tensor) and offset.ndim == 1:
             item["query_offset"] = offset[b : b + 1]
-        parts.append(_twin_call(q[b : b + 1], k[b : b + 1], v[b : b + 1], **item))
+        parts.append(
+            twin.scaled_dot_product_attention(q[b : b + 1], k[b : b + 1], v[b : b + 1], **item)
+        )
     return tuple(torch.cat(outputs, dim=0) for outputs in zip(*parts, strict=True))
 
 
@@ -175,17 +172,17 @@ def _lse_of_the_uncapped_scores(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any
 ) -> Any:
     """The softcap reaches the weights but not the returned log-sum-exp."""
-    out = _twin_call(q, k, v, **kw)
+    out = twin.scaled_dot_product_attention(q, k, v, **kw)
     if not kw.get("return_lse") or kw.get("softcap") is None:
         return out
-    return out[0], out[1], _twin_call(q, k, v, **dict(kw, softcap=None))[2]
+    return out[0], out[1], twin.scaled_dot_product_attention(q, k, v, **dict(kw, softcap=None))[2]
 
 
 def _lse_zero_when_restricted_empty(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any
 ) -> Any:
     """A row that key lengths or a window leave empty gets lse 0, not -inf."""
-    out = _twin_call(q, k, v, **kw)
+    out = twin.scaled_dot_product_attention(q, k, v, **kw)
     if not kw.get("return_lse") or (kw.get("key_lengths") is None and kw.get("window") is None):
         return out
     lse = out[2]
